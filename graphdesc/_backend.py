@@ -1,0 +1,187 @@
+"""Backend dispatch: the only module that knows numpy, torch and jax apart.
+
+Everything else in graphdesc is written once against the array API and gets
+its namespace ``xp`` from its inputs. The few operations the array API does
+not standardise (scatter-add, scatter-max, stop-gradient, repeat with a known
+output size, reading a size out of an array) live here, one function each,
+with one branch per backend.
+
+Contract: every function returns a *new* array on every backend; none writes
+into its arguments (numpy's in-place ``np.add.at`` happens on a fresh buffer).
+"""
+
+from __future__ import annotations
+
+import array_api_compat
+
+__all__ = [
+    "namespace",
+    "backend_name",
+    "device",
+    "is_traced",
+    "scatter_add",
+    "scatter_max",
+    "stop_gradient",
+    "repeat",
+    "to_size",
+]
+
+
+def namespace(*arrays):
+    """The array-API namespace shared by ``arrays`` (``None`` entries ignored)."""
+    return array_api_compat.array_namespace(*(a for a in arrays if a is not None))
+
+
+def backend_name(x) -> str:
+    """``"numpy"``, ``"torch"`` or ``"jax"`` for an array of that library."""
+    if array_api_compat.is_torch_array(x):
+        return "torch"
+    if array_api_compat.is_jax_array(x):
+        return "jax"
+    if array_api_compat.is_numpy_array(x):
+        return "numpy"
+    raise TypeError(f"unsupported array type {type(x).__name__}; expected a numpy, torch or jax array")
+
+
+def device(x):
+    """The device of ``x`` in the form its namespace's ``asarray`` accepts."""
+    return array_api_compat.device(x)
+
+
+def is_traced(x) -> bool:
+    """True when ``x`` carries no concrete values: a jax tracer, or a torch
+    tensor seen by ``torch.compile``, ``torch.export`` or symbolic ``make_fx``.
+
+    Validation that reads values (index ranges, NaN checks) is skipped then:
+    reading a value would either fail or bake a data-dependent guard into the
+    traced program.
+    """
+    name = backend_name(x)
+    if name == "jax":
+        import jax
+
+        return isinstance(x, jax.core.Tracer)
+    if name == "torch":
+        import torch
+        from torch._guards import detect_fake_mode
+
+        return bool(torch.compiler.is_compiling()) or detect_fake_mode(x) is not None
+    return False
+
+
+def _expand_ids(ids, data):
+    """``ids (E,)`` viewed as ``(E, 1, ..., 1)`` to broadcast against ``data (E, *F)``."""
+    return ids.reshape((ids.shape[0],) + (1,) * (data.ndim - 1))
+
+
+def scatter_add(data, index, num_segments):
+    """``out[s] = sum_{i: index[i] == s} data[i]``.
+
+    Args:
+        data: ``(E, *F)`` array.
+        index: ``(E,)`` integer array with values in ``[0, num_segments)``.
+        num_segments: number of output rows ``S`` (int, or a torch SymInt).
+
+    Returns:
+        ``(S, *F)`` array of ``data``'s dtype; rows with no entry are 0.
+        Differentiable in torch (``index_add``, double backward included)
+        and jax (``segment_sum``).
+    """
+    name = backend_name(data)
+    if name == "torch":
+        out = data.new_zeros((num_segments,) + tuple(data.shape[1:]))
+        return out.index_add(0, index, data)
+    if name == "jax":
+        import jax
+
+        return jax.ops.segment_sum(data, index, num_segments=num_segments)
+    import numpy as np
+
+    out = np.zeros((num_segments,) + data.shape[1:], dtype=data.dtype)
+    np.add.at(out, index, data)
+    return out
+
+
+def scatter_max(data, index, num_segments):
+    """``out[s] = max_{i: index[i] == s} data[i]``; ``-inf`` for empty rows.
+
+    Not differentiable by design: callers pass stop-gradient values and build
+    the gradient themselves (see ``graphdesc.segment.segment_max``), so that the
+    tie rule is the same on every backend. ``data`` must be floating point;
+    a NaN entry makes its row NaN.
+
+    Args:
+        data: ``(E, *F)`` float array.
+        index: ``(E,)`` integer array with values in ``[0, num_segments)``.
+        num_segments: number of output rows ``S``.
+
+    Returns:
+        ``(S, *F)`` array.
+    """
+    name = backend_name(data)
+    if name == "torch":
+        out = data.new_full((num_segments,) + tuple(data.shape[1:]), float("-inf"))
+        idx = _expand_ids(index, data).expand(data.shape)
+        return out.scatter_reduce(0, idx, data, reduce="amax", include_self=True)
+    if name == "jax":
+        import jax
+
+        return jax.ops.segment_max(data, index, num_segments=num_segments)
+    import numpy as np
+
+    out = np.full((num_segments,) + data.shape[1:], -np.inf, dtype=data.dtype)
+    np.maximum.at(out, index, data)
+    return out
+
+
+def stop_gradient(x):
+    """``x`` with gradients cut (torch ``detach``, ``jax.lax.stop_gradient``)."""
+    name = backend_name(x)
+    if name == "torch":
+        return x.detach()
+    if name == "jax":
+        import jax
+
+        return jax.lax.stop_gradient(x)
+    return x
+
+
+def repeat(x, repeats, total):
+    """``x[i]`` repeated ``repeats[i]`` times, along axis 0.
+
+    Args:
+        x: ``(R,)`` array.
+        repeats: ``(R,)`` non-negative integer array.
+        total: ``sum(repeats)`` as a size (see :func:`to_size`); passing it lets
+            torch.export trace the data-dependent output length.
+
+    Returns:
+        ``(total,)`` array.
+    """
+    name = backend_name(x)
+    if name == "torch":
+        import torch
+
+        return torch.repeat_interleave(x, repeats, output_size=total)
+    if name == "jax":
+        import jax.numpy as jnp
+
+        return jnp.repeat(x, repeats, total_repeat_length=total)
+    import numpy as np
+
+    return np.repeat(x, repeats)
+
+
+def to_size(x):
+    """A 0-d non-negative integer array as a size for shapes.
+
+    Eager: a Python int. Under torch.export / make_fx: an unbacked SymInt,
+    declared non-negative so it can size tensors.
+    """
+    if backend_name(x) == "torch":
+        import torch
+
+        size = x.item()
+        torch._check(size >= 0)
+        return size
+    return int(x)
