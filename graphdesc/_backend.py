@@ -24,6 +24,8 @@ __all__ = [
     "stop_gradient",
     "repeat",
     "to_size",
+    "arange",
+    "is_symbolic_int",
 ]
 
 
@@ -67,6 +69,15 @@ def is_traced(x) -> bool:
 
         return bool(torch.compiler.is_compiling()) or detect_fake_mode(x) is not None
     return False
+
+
+def is_symbolic_int(value) -> bool:
+    """True for a torch SymInt (a size that torch.export / make_fx keep symbolic).
+
+    Comparing it with a Python int or calling ``int()`` on it would specialize
+    the traced program to one value, so validation leaves it alone.
+    """
+    return type(value).__name__ == "SymInt"
 
 
 def _expand_ids(ids, data):
@@ -185,3 +196,18 @@ def to_size(x):
         torch._check(size >= 0)
         return size
     return int(x)
+
+
+def arange(n, like, dtype=None):
+    """``[0, 1, ..., n-1]`` on ``like``'s device, ``dtype`` default int64.
+
+    ``n`` may be an unbacked torch SymInt (array-api-compat's torch ``arange``
+    compares ``n`` with 0 in Python, which torch.export cannot trace).
+    """
+    name = backend_name(like)
+    if name == "torch":
+        import torch
+
+        return torch.arange(n, dtype=dtype or torch.int64, device=like.device)
+    xp = namespace(like)
+    return xp.arange(n, dtype=dtype or xp.int64, device=device(like))

@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import operator
 
-from ._backend import is_traced, namespace
+from ._backend import is_symbolic_int, is_traced, namespace
 
 __all__ = ["check_size", "check_ids", "check_mask", "check_float", "leading_dim"]
 
 
 def check_size(name: str, value, *, minimum: int = 0) -> None:
     """``value`` must be an integer >= ``minimum`` (Python int, numpy int or torch SymInt)."""
+    if is_symbolic_int(value):
+        return  # symbolic: its range is the tracer's business
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an integer, got bool")
     try:
         operator.index(value)
     except TypeError:
-        if type(value).__name__ != "SymInt":
-            raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-        return  # symbolic: its range is the tracer's business
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 

@@ -110,7 +110,7 @@ def _compact(xp, dst, edge_mask, num_centers, include_self, ordered):
     start = xp.cumulative_sum(deg) - deg  # (N,) first position of each center
     deg_e = xp.take(deg, centers, axis=0)  # (R,)
     first = xp.take(start, centers, axis=0)  # (R,)
-    rank = xp.arange(edges.shape[0], dtype=xp.int64, device=dev) - first  # position in block
+    rank = B.arange(edges.shape[0], dst) - first  # position in block
 
     # keys of query position r within its block: positions [lo, lo + count),
     # skipping the query itself when ordered without self-pairs
@@ -121,9 +121,9 @@ def _compact(xp, dst, edge_mask, num_centers, include_self, ordered):
         lo = rank + (0 if include_self else 1)
         count = deg_e - lo
     total = B.to_size(xp.sum(count))
-    query = B.repeat(xp.arange(edges.shape[0], dtype=xp.int64, device=dev), count, total)
+    query = B.repeat(B.arange(edges.shape[0], dst), count, total)
     offset = xp.take(xp.cumulative_sum(count) - count, query, axis=0)
-    j = xp.arange(total, dtype=xp.int64, device=dev) - offset + xp.take(lo, query, axis=0)
+    j = B.arange(total, dst) - offset + xp.take(lo, query, axis=0)
     if skip_self:
         j = j + xp.astype(j >= xp.take(rank, query, axis=0), xp.int64)
     key = xp.take(first, query, axis=0) + j
@@ -140,13 +140,13 @@ def _static(xp, dst, edge_mask, num_centers, k, include_self, ordered):
             f"got E = {dst.shape[0]}"
         )
     dev = B.device(dst)
-    slot_center = xp.arange(dst.shape[0], dtype=xp.int64, device=dev) // k
+    slot_center = B.arange(dst.shape[0], dst) // k
     if not B.is_traced(dst) and bool(xp.any(edge_mask & (xp.astype(dst, xp.int64) != slot_center))):
         raise ValueError(
             "dst does not match the static layout: real edge c*static_nnei + m must have dst == c"
         )
     m, n = (xp.asarray(a, device=dev) for a in pair_pattern(k, include_self=include_self, ordered=ordered))
-    base = xp.reshape(xp.arange(num_centers, dtype=xp.int64, device=dev) * k, (-1, 1))
+    base = xp.reshape(B.arange(num_centers, dst) * k, (-1, 1))
     query_edge = xp.reshape(base + m, (-1,))
     key_edge = xp.reshape(base + n, (-1,))
     pair_mask = xp.take(edge_mask, query_edge, axis=0) & xp.take(edge_mask, key_edge, axis=0)
