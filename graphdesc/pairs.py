@@ -102,14 +102,14 @@ def _compact(xp, dst, edge_mask, num_centers, include_self, ordered):
     dev = B.device(dst)
     dst = xp.astype(dst, xp.int64)
     real = xp.nonzero(edge_mask)[0]  # (R,) real edges, ascending
-    order = xp.argsort(xp.take(dst, real, axis=0), stable=True)
-    edges = xp.take(real, order, axis=0)  # (R,) grouped by center, edge order within
-    centers = xp.take(dst, edges, axis=0)
+    order = xp.argsort(B.gather(dst, real), stable=True)
+    edges = B.gather(real, order)  # (R,) grouped by center, edge order within
+    centers = B.gather(dst, edges)
     one = xp.ones_like(centers)
     deg = B.scatter_add(one, centers, num_centers)  # (N,)
     start = xp.cumulative_sum(deg) - deg  # (N,) first position of each center
-    deg_e = xp.take(deg, centers, axis=0)  # (R,)
-    first = xp.take(start, centers, axis=0)  # (R,)
+    deg_e = B.gather(deg, centers)  # (R,)
+    first = B.gather(start, centers)  # (R,)
     rank = B.arange(edges.shape[0], dst) - first  # position in block
 
     # keys of query position r within its block: positions [lo, lo + count),
@@ -122,13 +122,13 @@ def _compact(xp, dst, edge_mask, num_centers, include_self, ordered):
         count = deg_e - lo
     total = B.to_size(xp.sum(count))
     query = B.repeat(B.arange(edges.shape[0], dst), count, total)
-    offset = xp.take(xp.cumulative_sum(count) - count, query, axis=0)
-    j = B.arange(total, dst) - offset + xp.take(lo, query, axis=0)
+    offset = B.gather(xp.cumulative_sum(count) - count, query)
+    j = B.arange(total, dst) - offset + B.gather(lo, query)
     if skip_self:
-        j = j + xp.astype(j >= xp.take(rank, query, axis=0), xp.int64)
-    key = xp.take(first, query, axis=0) + j
-    query_edge = xp.take(edges, query, axis=0)
-    key_edge = xp.take(edges, key, axis=0)
+        j = j + xp.astype(j >= B.gather(rank, query), xp.int64)
+    key = B.gather(first, query) + j
+    query_edge = B.gather(edges, query)
+    key_edge = B.gather(edges, key)
     return query_edge, key_edge, xp.ones(query_edge.shape, dtype=xp.bool, device=dev)
 
 
@@ -149,5 +149,5 @@ def _static(xp, dst, edge_mask, num_centers, k, include_self, ordered):
     base = xp.reshape(B.arange(num_centers, dst) * k, (-1, 1))
     query_edge = xp.reshape(base + m, (-1,))
     key_edge = xp.reshape(base + n, (-1,))
-    pair_mask = xp.take(edge_mask, query_edge, axis=0) & xp.take(edge_mask, key_edge, axis=0)
+    pair_mask = B.gather(edge_mask, query_edge) & B.gather(edge_mask, key_edge)
     return query_edge, key_edge, pair_mask

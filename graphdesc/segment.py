@@ -102,10 +102,10 @@ def segment_max(data, segment_ids, num_segments, *, mask=None, empty_value=0.0):
     xp, valid = _prepare(data, segment_ids, num_segments, mask)
     frozen = _masked(xp, valid, B.stop_gradient(data), -math.inf)
     top = B.scatter_max(frozen, segment_ids, num_segments)  # (S, *F), -inf where empty
-    top_e = xp.take(top, segment_ids, axis=0)
+    top_e = B.gather(top, segment_ids)
     is_top = (frozen == top_e) & xp.isfinite(top_e)
     ties = B.scatter_add(xp.astype(is_top, data.dtype), segment_ids, num_segments)
-    share = xp.take(1.0 / xp.maximum(ties, xp.ones_like(ties)), segment_ids, axis=0)
+    share = B.gather(1.0 / xp.maximum(ties, xp.ones_like(ties)), segment_ids)
     # ``data - top_e`` is exactly 0 on the tied entries: the value stays ``top``
     # to the bit, while the derivative with respect to each tie is ``share``.
     delta = (_masked(xp, is_top, data, 0.0) - _masked(xp, is_top, top_e, 0.0)) * share
@@ -160,13 +160,13 @@ def segment_softmax(
     top = xp.where(top == -math.inf, _zero(xp, top), top)  # empty: any finite shift
     # Masked entries are shifted to exp(0), then zeroed: no inf * 0 reaches the
     # backward pass, whatever the masked logit held.
-    shifted = _masked(xp, valid, logits - xp.take(top, segment_ids, axis=0), 0.0)
+    shifted = _masked(xp, valid, logits - B.gather(top, segment_ids), 0.0)
     e = _masked(xp, valid, xp.exp(shifted), 0.0)
     denom = B.scatter_add(e, segment_ids, num_segments)
     if phantom_count is not None:
         denom = denom + count * xp.exp(_per_segment(xp, phantom_logit, top) - top)
     denom = xp.where(denom > 0, denom, xp.ones_like(denom))
-    return e / xp.take(denom, segment_ids, axis=0)
+    return e / B.gather(denom, segment_ids)
 
 
 def _check_phantom(xp, phantom_count, num_segments, like):
