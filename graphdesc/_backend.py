@@ -27,6 +27,7 @@ __all__ = [
     "to_size",
     "arange",
     "is_symbolic_int",
+    "to_numpy",
 ]
 
 
@@ -227,3 +228,12 @@ def arange(n, like, dtype=None):
         return torch.arange(n, dtype=dtype or torch.int64, device=like.device)
     xp = namespace(like)
     return xp.arange(n, dtype=dtype or xp.int64, device=device(like))
+
+
+def to_numpy(x):
+    """A numpy copy-or-view of any array (torch: detached, moved to the CPU)."""
+    import numpy as np
+
+    if backend_name(x) == "torch":
+        return x.detach().cpu().numpy()
+    return np.asarray(x)

@@ -89,17 +89,13 @@ def run_demo(backends=None, ncell: int = 4, cutoff: float = 6.0, rcut_smth: floa
         d, v = conv(dst), conv(vec)
         t_graph, (q, k, w) = _timed(lambda: graph_weights(xp, d, v, n, sel, rcut_smth, cutoff), repeats)
         t_dense, (wd, slot) = _timed(lambda: dense_weights(xp, d, v, n, sel, rcut_smth, cutoff), repeats)
-        q_np, k_np, w_np = (np.asarray(_np(a)) for a in (q, k, w))
-        slot_np = np.asarray(_np(slot))
-        ref = np.asarray(_np(wd))[dst[q_np], slot_np[q_np] % sel, slot_np[k_np] % sel]
+        q_np, k_np, w_np = (np.asarray(B.to_numpy(a)) for a in (q, k, w))
+        slot_np = np.asarray(B.to_numpy(slot))
+        ref = np.asarray(B.to_numpy(wd))[dst[q_np], slot_np[q_np] % sel, slot_np[k_np] % sel]
         rows.append(dict(backend=name, atoms=n, edges=len(dst), pairs=len(q_np), sel=sel,
                          graph_ms=1e3 * t_graph, dense_ms=1e3 * t_dense,
                          max_abs_err=float(np.max(np.abs(w_np - ref)))))
     return rows
-
-
-def _np(x):
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
 def _converter(name):

@@ -1,0 +1,22 @@
+"""NeighborGraph: the container, its validation, builders, layouts and force/virial assembly."""
+
+from .build import batch_graphs, build_graph
+from .container import NeighborGraph
+from .forces import edge_force_virial
+from .layout import from_dense_quartet, num_nodes, to_dense, to_quartet, to_static, truncate
+from .validate import node_frame, validate
+
+__all__ = [
+    "NeighborGraph",
+    "build_graph",
+    "batch_graphs",
+    "validate",
+    "node_frame",
+    "num_nodes",
+    "truncate",
+    "to_static",
+    "to_dense",
+    "from_dense_quartet",
+    "to_quartet",
+    "edge_force_virial",
+]

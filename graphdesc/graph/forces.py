@@ -1,0 +1,44 @@
+"""Forces and virials from the energy gradient with respect to edge vectors."""
+
+from __future__ import annotations
+
+from .. import _backend as B
+from ..segment import segment_sum
+from .container import NeighborGraph
+from .validate import node_frame
+
+__all__ = ["edge_force_virial"]
+
+
+def edge_force_virial(g, graph: NeighborGraph, num_nodes: int | None = None):
+    """Assemble forces and virials from ``g = dE/d(edge_vec)``.
+
+    With ``edge_vec = r_src + shift - r_dst``:
+
+    * ``F_k = sum_{e: dst=k} g_e - sum_{e: src=k} g_e`` (``F = -dE/dr``);
+    * edge virial ``w_e = -g_e (x) edge_vec_e``, i.e. ``w[a, b] = -g[a] vec[b]``,
+      the strain derivative ``-dE/d(eps)`` of the edge;
+    * atom virial: ``w_e`` attributed to ``src``; frame virial: the sum of its
+      edges. Padding edges contribute nothing, whatever ``g`` holds there.
+
+    Args:
+        g: ``(E, 3)`` float, the gradient of the total energy w.r.t. ``edge_vec``.
+        graph: the graph ``g`` belongs to.
+        num_nodes: ``N``; default ``sum(n_node)`` (pass it when tracing).
+
+    Returns:
+        ``(force (N, 3), atom_virial (N, 3, 3), virial (nf, 3, 3))``.
+    """
+    xp = B.namespace(g, graph.edge_vec)
+    if tuple(g.shape) != tuple(graph.edge_vec.shape):
+        raise ValueError(f"g must have the shape of edge_vec {tuple(graph.edge_vec.shape)}, got {tuple(g.shape)}")
+    n = int(xp.sum(graph.n_node)) if num_nodes is None else num_nodes
+    # zero g on padding first: it may hold anything, and 0 * nan in the virial
+    # product would reach a backward pass through it
+    g = xp.where(graph.edge_mask[:, None], g, xp.zeros_like(g))
+    force = segment_sum(g, graph.dst, n) - segment_sum(g, graph.src, n)
+    w = -g[:, :, None] * graph.edge_vec[:, None, :]  # (E, 3, 3)
+    atom_virial = segment_sum(w, graph.src, n)
+    frame = node_frame(graph.n_node, n)
+    virial = segment_sum(atom_virial, frame, graph.n_node.shape[0])
+    return force, atom_virial, virial
