@@ -21,31 +21,18 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
+
+from _timing import median_time
 
 from graphdesc.examples import ragged_segments
 from graphdesc.pairs import center_edge_pairs
 from graphdesc.segment import segment_softmax
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def median_time(fn, repeats: int, budget_s: float = 20.0) -> float:
-    fn()  # warm-up
-    times = []
-    start = time.perf_counter()
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > budget_s and len(times) >= 3:
-            break
-    return statistics.median(times)
 
 
 def padded(ids: np.ndarray, num_segments: int, values: torch.Tensor):

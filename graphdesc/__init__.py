@@ -5,6 +5,7 @@ Layers (data flows down, never back up)::
     _backend   the only module with numpy/torch/jax branches
     segment    segment_sum, segment_max, segment_softmax (mask-safe)
     pairs      center_edge_pairs: compact (dynamic) and shape-static forms
+    graph      NeighborGraph, validation, O(N) builders, layouts, force/virial assembly
 """
 
 from .pairs import center_edge_pairs, pair_pattern

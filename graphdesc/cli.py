@@ -13,7 +13,7 @@ def _demo(args) -> int:
     from .demo import TOLERANCE, format_rows, run_demo
 
     print(f"graphdesc {__version__} demo: smooth attention weights, edge graph vs dense padded layout")
-    print(f"fcc Cu cluster, {args.cells}^3 cells, rcut {args.cutoff} A, float64, median of {args.repeats} runs\n",
+    print(f"periodic fcc Cu, {args.cells}^3 cells, rcut {args.cutoff} A, float64, median of {args.repeats} runs\n",
           flush=True)
     rows = run_demo(args.backend, ncell=args.cells, cutoff=args.cutoff, repeats=args.repeats)
     print(format_rows(rows))
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"graphdesc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="run the built-in demo (graph vs dense, every backend)",
-                          description="Smooth attention weights on an fcc Cu cluster: edge graph vs dense layout.")
+                          description="Smooth attention weights on periodic fcc Cu: edge graph vs dense layout.")
     demo.add_argument("--backend", action="append", choices=["numpy", "torch", "jax"],
                       help="backend to run (repeatable; default: all installed)")
     demo.add_argument("--cells", type=int, default=4, help="fcc cells per side (4 -> 256 atoms; default 4)")

@@ -1,6 +1,6 @@
 """The demo job: DeePMD-style smooth attention weights on an edge graph vs a dense padded layout.
 
-On a jittered fcc copper cluster it builds the edge graph, enumerates the
+On a jittered periodic fcc copper box it builds the edge graph, enumerates the
 center-edge pairs, forms DPA1's smooth logits ``(cos + 20) sw_q sw_k - 20``
 (``cos`` between the two bond vectors) and normalizes them with
 ``segment_softmax`` plus ``sel - deg`` phantom terms at -20. The dense
@@ -18,7 +18,8 @@ import time
 import numpy as np
 
 from . import _backend as B
-from .examples import cluster_edges, fcc_positions
+from .examples import fcc_positions
+from .graph import build_graph, to_static
 from .pairs import center_edge_pairs
 from .segment import segment_softmax, segment_sum
 
@@ -51,47 +52,49 @@ def graph_weights(xp, dst, edge_vec, num_nodes: int, sel: int, rs: float, rc: fl
     return query, key, weight
 
 
-def dense_weights(xp, dst, edge_vec, num_nodes: int, sel: int, rs: float, rc: float):
-    """The same weights on the padded ``(N, sel)`` layout.
+def dense_weights(xp, vec, mask, rs: float, rc: float):
+    """The same weights on the padded layout.
 
-    Returns ``(weight (N, sel, sel), slot (E,))``, ``slot[e] = c*sel + m`` the
-    padded position of edge ``e`` (whose center is ``c``).
+    Args:
+        vec: ``(N, sel, 3)`` edge vectors, 0 on padding slots.
+        mask: ``(N, sel)`` bool, real slots.
+
+    Returns:
+        ``(N, sel, sel)`` weights; padding keys have ``sw = 0``, so logit -20.
     """
-    deg = segment_sum(xp.ones(dst.shape, dtype=xp.int64), dst, num_nodes)
-    first = B.gather(xp.cumulative_sum(deg) - deg, dst)  # edges are center-major
-    slot = dst * sel + (B.arange(dst.shape[0], dst) - first)
-    vec = segment_sum(edge_vec, slot, num_nodes * sel)  # one edge per slot; padding stays 0
-    real = segment_sum(xp.ones(dst.shape, dtype=edge_vec.dtype), slot, num_nodes * sel) > 0
     r = xp.linalg.vector_norm(vec, axis=-1)
-    r_safe = xp.where(real, r, xp.ones_like(r))
-    unit = xp.reshape(vec / r_safe[:, None], (num_nodes, sel, 3))
-    sw = xp.reshape(xp.where(real, smooth_switch(xp, r_safe, rs, rc), xp.zeros_like(r)), (num_nodes, sel))
+    r_safe = xp.where(mask, r, xp.ones_like(r))
+    unit = vec / r_safe[..., None]
+    sw = xp.where(mask, smooth_switch(xp, r_safe, rs, rc), xp.zeros_like(r))
     cos = xp.matmul(unit, xp.matrix_transpose(unit))
     logit = (cos + SHIFT) * sw[:, :, None] * sw[:, None, :] - SHIFT
     logit = logit - xp.max(logit, axis=-1, keepdims=True)
     e = xp.exp(logit)
-    return e / xp.sum(e, axis=-1, keepdims=True), slot
+    return e / xp.sum(e, axis=-1, keepdims=True)
 
 
 def run_demo(backends=None, ncell: int = 4, cutoff: float = 6.0, rcut_smth: float = 0.5, repeats: int = 3):
     """Build the example, run graph and dense paths on each backend, return table rows."""
     pos = fcc_positions(ncell, jitter=0.05)
-    src, dst, vec = cluster_edges(pos, cutoff)
-    n = len(pos)
-    deg = np.bincount(dst, minlength=n)
-    sel = int(deg.max()) + 8
+    cell = np.eye(3) * 3.61 * ncell
+    graph = build_graph(pos, cutoff, cell=cell, pbc=True)
+    n, dst = len(pos), graph.dst
+    sel = int(np.bincount(dst, minlength=n).max()) + 8
+    static = to_static(graph, sel)
+    slot = np.flatnonzero(static.edge_mask) % sel  # slot of each compact edge
     rows = []
     for name in backends or ("numpy", "torch", "jax"):
         if importlib.util.find_spec(name) is None:
             rows.append(dict(backend=name, skipped="not installed"))
             continue
         xp, conv = _converter(name)
-        d, v = conv(dst), conv(vec)
+        d, v = conv(dst), conv(graph.edge_vec)
+        dense_vec = conv(static.edge_vec.reshape(n, sel, 3))
+        dense_mask = conv(static.edge_mask.reshape(n, sel))
         t_graph, (q, k, w) = _timed(lambda: graph_weights(xp, d, v, n, sel, rcut_smth, cutoff), repeats)
-        t_dense, (wd, slot) = _timed(lambda: dense_weights(xp, d, v, n, sel, rcut_smth, cutoff), repeats)
-        q_np, k_np, w_np = (np.asarray(B.to_numpy(a)) for a in (q, k, w))
-        slot_np = np.asarray(B.to_numpy(slot))
-        ref = np.asarray(B.to_numpy(wd))[dst[q_np], slot_np[q_np] % sel, slot_np[k_np] % sel]
+        t_dense, wd = _timed(lambda: dense_weights(xp, dense_vec, dense_mask, rcut_smth, cutoff), repeats)
+        q_np, k_np, w_np = (B.to_numpy(a) for a in (q, k, w))
+        ref = B.to_numpy(wd)[dst[q_np], slot[q_np], slot[k_np]]
         rows.append(dict(backend=name, atoms=n, edges=len(dst), pairs=len(q_np), sel=sel,
                          graph_ms=1e3 * t_graph, dense_ms=1e3 * t_dense,
                          max_abs_err=float(np.max(np.abs(w_np - ref)))))

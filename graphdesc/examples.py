@@ -1,15 +1,10 @@
-"""Built-in example data: small atomic systems generated on the fly (no download).
-
-Until the O(N) graph builders land, :func:`cluster_edges` builds the edges of
-a small non-periodic cluster by brute force (O(N^2) distances): fine for the
-few hundred atoms of a demo, not for production.
-"""
+"""Built-in example data generated on the fly (no download)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fcc_positions", "cluster_edges", "ragged_segments"]
+__all__ = ["fcc_positions", "ragged_segments"]
 
 
 def fcc_positions(ncell: int, a: float = 3.61, *, jitter: float = 0.0, seed: int = 0) -> np.ndarray:
@@ -24,21 +19,6 @@ def fcc_positions(ncell: int, a: float = 3.61, *, jitter: float = 0.0, seed: int
     if jitter:
         pos = pos + np.random.default_rng(seed).normal(scale=jitter, size=pos.shape)
     return pos
-
-
-def cluster_edges(positions: np.ndarray, cutoff: float):
-    """Edges of a non-periodic cluster, center-major: every pair closer than ``cutoff``.
-
-    Returns:
-        ``(src (E,) int64, dst (E,) int64, edge_vec (E, 3) float64)`` with
-        ``edge_vec = r_src - r_dst`` and edges sorted by ``dst``, then by ``src``.
-    """
-    pos = np.asarray(positions, dtype=np.float64)
-    d = pos[None, :, :] - pos[:, None, :]  # d[c, s] = r_s - r_c
-    r2 = np.einsum("csk,csk->cs", d, d)
-    np.fill_diagonal(r2, np.inf)
-    dst, src = np.nonzero(r2 < cutoff * cutoff)
-    return src.astype(np.int64), dst.astype(np.int64), d[dst, src]
 
 
 def ragged_segments(n_entries: int, mean_size: int = 64, *, seed: int = 0):

@@ -57,17 +57,16 @@ def build_graph(positions, cutoff: float, *, cell=None, pbc=False, sel: int | No
     shift = shift.astype(np.int64)
     vec_np = pos_np[neighbor] - pos_np[center] + shift @ box
     r = np.sqrt(np.einsum("ij,ij->i", vec_np, vec_np))
-    order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], neighbor, r, center))
+    order = _center_major_order(center, r, _tie_key(neighbor, shift), pos_np.shape[0])
     src, dst, shift = neighbor[order], center[order], shift[order]
 
     dev = B.device(positions)
     src_x = xp.asarray(src.astype(np.int64), device=dev)
     dst_x = xp.asarray(dst.astype(np.int64), device=dev)
-    edge_vec = B.gather(positions, src_x) - B.gather(positions, dst_x)
-    if cell_np is not None and np.any(shift):
-        cell_x = cell if _same_library(cell, positions) else xp.asarray(cell_np, device=dev)
-        cell_x = xp.astype(cell_x, positions.dtype)
-        edge_vec = edge_vec + xp.matmul(xp.asarray(shift, dtype=positions.dtype, device=dev), cell_x)
+    if isinstance(positions, np.ndarray) and positions.dtype == np.float64:
+        edge_vec = vec_np[order]  # the same arithmetic, already done
+    else:
+        edge_vec = _edge_vec(xp, positions, cell, cell_np, src_x, dst_x, shift)
     graph = NeighborGraph(
         edge_index=xp.stack([src_x, dst_x]),
         edge_vec=edge_vec,
@@ -79,6 +78,54 @@ def build_graph(positions, cutoff: float, *, cell=None, pbc=False, sel: int | No
 
         graph = truncate(graph, sel)
     return graph
+
+
+def _center_major_order(center, r, tie, n):
+    """The permutation sorting edges by (center, r, tie), as ``np.lexsort((tie, r, center))``.
+
+    Sorting each center's short row of a padded ``(N, max_deg)`` matrix is
+    ~3x faster than a global sort over all edges (measured: 9.6 vs 26
+    us/atom at 16k atoms, 78 edges each); vesin's output is already grouped by
+    center, which makes the first, stable sort by center nearly free.
+    """
+    if len(center) == 0:
+        return np.zeros(0, dtype=np.int64)
+    by_center = np.argsort(center, kind="stable")
+    c = center[by_center]
+    deg = np.bincount(c, minlength=n)
+    start = np.cumsum(deg) - deg
+    slot = np.arange(len(c)) - start[c]
+    width = int(deg.max())
+    r_rows = np.full((n, width), np.inf)
+    r_rows[c, slot] = r[by_center]
+    tie_rows = np.full((n, width), np.iinfo(np.int64).max)
+    tie_rows[c, slot] = tie[by_center]
+    within = np.lexsort((tie_rows, r_rows), axis=-1)
+    real = np.arange(width)[None, :] < deg[:, None]
+    return by_center[(start[:, None] + within)[real]]
+
+
+def _tie_key(neighbor, shift):
+    """One int64 per edge ordering like (neighbor, sx, sy, sz) lexicographically:
+    a single sort key instead of four (the sort dominated the build time)."""
+    if not len(shift):
+        return neighbor.astype(np.int64)
+    m = int(np.abs(shift).max())
+    base = 2 * m + 1
+    s = shift + m
+    return ((neighbor.astype(np.int64) * base + s[:, 0]) * base + s[:, 1]) * base + s[:, 2]
+
+
+def _edge_vec(xp, positions, cell, cell_np, src, dst, shift):
+    """``positions[src] - positions[dst] + shift @ cell`` in the library of
+    ``positions``, differentiable with respect to both."""
+    edge_vec = B.gather(positions, src) - B.gather(positions, dst)
+    if cell_np is not None and np.any(shift):
+        dev = B.device(positions)
+        cell_x = cell if _same_library(cell, positions) else xp.asarray(cell_np, device=dev)
+        cell_x = xp.astype(cell_x, positions.dtype)
+        edge_vec = edge_vec + xp.matmul(xp.asarray(shift, dtype=positions.dtype, device=dev), cell_x)
+    return edge_vec
 
 
 def batch_graphs(graphs) -> NeighborGraph:
