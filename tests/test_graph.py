@@ -87,6 +87,24 @@ def test_neighbor_sets_equal_ase(backend, system):
     assert to_numpy(g.n_node).tolist() == [len(pos)]
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_random_triclinic_boxes_equal_ase(seed):
+    """Random skew, size, density and cutoff: cells from well above to well
+    below twice the cutoff, each periodic direction on or off at random."""
+    rng = np.random.default_rng(seed)
+    cell = np.diag(rng.uniform(2.5, 9.0, 3)) + np.triu(rng.uniform(-2.0, 2.0, (3, 3)), 1).T
+    pbc = rng.random(3) < 0.8
+    n = int(rng.integers(1, 30))
+    pos = (rng.random((n, 3)) * rng.uniform(0.8, 1.5)) @ cell
+    cutoff = float(rng.uniform(1.5, 6.0))
+    g = build_graph(pos, cutoff, cell=cell, pbc=pbc.tolist())
+    validate(g)
+    ours, ours_vec = canonical(*_edges(g))
+    ref, ref_vec = ase_edges(pos, cell, pbc.tolist(), cutoff)
+    assert ours == ref
+    np.testing.assert_allclose(ours_vec, ref_vec, rtol=0, atol=1e-12)
+
+
 def test_small_cell_has_images_and_self_images():
     pos, cell, pbc, cutoff = _system("single-atom-cell")
     g = build_graph(pos, cutoff, cell=cell, pbc=pbc)
