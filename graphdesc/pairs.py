@@ -90,9 +90,7 @@ def center_edge_pairs(
     xp = B.namespace(dst, edge_mask)
     check_size("num_centers", num_centers)
     check_ids("dst", dst, None, num_centers)
-    check_mask("edge_mask", edge_mask, dst.shape)
-    if edge_mask.ndim != 1:
-        raise ValueError(f"edge_mask must be 1-D, got shape {tuple(edge_mask.shape)}")
+    check_mask("edge_mask", edge_mask, dst.shape)  # dst is 1-D, so this is (E,)
     if static_nnei is None:
         return _compact(xp, dst, edge_mask, num_centers, include_self, ordered)
     return _static(xp, dst, edge_mask, num_centers, static_nnei, include_self, ordered)

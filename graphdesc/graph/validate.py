@@ -11,7 +11,6 @@ __all__ = ["validate", "node_frame"]
 
 def node_frame(n_node, num_nodes):
     """``(N,)`` frame index of every node, from ``n_node (nf,)``."""
-    xp = B.namespace(n_node)
     return B.repeat(B.arange(n_node.shape[0], n_node), n_node, num_nodes)
 
 
