@@ -1,9 +1,9 @@
 """NeighborGraph: the container, its validation, builders, layouts and force/virial assembly."""
 
 from .build import batch_graphs, build_graph
-from .container import NeighborGraph
+from .container import NeighborGraph, num_nodes
 from .forces import edge_force_virial
-from .layout import from_dense_quartet, num_nodes, to_dense, to_quartet, to_static, truncate
+from .layout import from_dense_quartet, to_dense, to_quartet, to_static, truncate
 from .validate import node_frame, validate
 
 __all__ = [

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import _backend as B
 from .._checks import check_float
-from .container import NeighborGraph
+from .container import NeighborGraph, num_nodes
 
 __all__ = ["build_graph", "batch_graphs"]
 
@@ -122,7 +122,8 @@ def _edge_vec(xp, positions, cell, cell_np, src, dst, shift):
     edge_vec = B.gather(positions, src) - B.gather(positions, dst)
     if cell_np is not None and np.any(shift):
         dev = B.device(positions)
-        cell_x = cell if _same_library(cell, positions) else xp.asarray(cell_np, device=dev)
+        same = _is_array(cell) and B.backend_name(cell) == B.backend_name(positions)
+        cell_x = cell if same else xp.asarray(cell_np, device=dev)
         cell_x = xp.astype(cell_x, positions.dtype)
         edge_vec = edge_vec + xp.matmul(xp.asarray(shift, dtype=positions.dtype, device=dev), cell_x)
     return edge_vec
@@ -145,7 +146,7 @@ def batch_graphs(graphs) -> NeighborGraph:
     offsets, total = [], 0
     for g in graphs:
         offsets.append(total)
-        total += int(xp.sum(g.n_node))
+        total += num_nodes(g)
     return NeighborGraph(
         edge_index=xp.concat([g.edge_index + off for g, off in zip(graphs, offsets)], axis=1),
         edge_vec=xp.concat([g.edge_vec for g in graphs], axis=0),
@@ -158,13 +159,6 @@ def _is_array(x) -> bool:
     try:
         B.backend_name(x)
         return True
-    except TypeError:
-        return False
-
-
-def _same_library(a, b) -> bool:
-    try:
-        return B.backend_name(a) == B.backend_name(b)
     except TypeError:
         return False
 

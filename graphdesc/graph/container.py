@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["NeighborGraph"]
+__all__ = ["NeighborGraph", "num_nodes"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +62,8 @@ class NeighborGraph:
         fields = dict(edge_index=self.edge_index, edge_vec=self.edge_vec, edge_mask=self.edge_mask, n_node=self.n_node)
         fields.update(changes)
         return NeighborGraph(**fields)
+
+
+def num_nodes(graph: NeighborGraph) -> int:
+    """``N = sum(n_node)`` as a Python int (eager; when tracing, pass N from a shape)."""
+    return int(graph.n_node.sum())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import _backend as B
 from ..segment import segment_sum
 from .container import NeighborGraph
+from .container import num_nodes as count_nodes
 from .validate import node_frame
 
 __all__ = ["edge_force_virial"]
@@ -32,7 +33,7 @@ def edge_force_virial(g, graph: NeighborGraph, num_nodes: int | None = None):
     xp = B.namespace(g, graph.edge_vec)
     if tuple(g.shape) != tuple(graph.edge_vec.shape):
         raise ValueError(f"g must have the shape of edge_vec {tuple(graph.edge_vec.shape)}, got {tuple(g.shape)}")
-    n = int(xp.sum(graph.n_node)) if num_nodes is None else num_nodes
+    n = count_nodes(graph) if num_nodes is None else num_nodes
     # zero g on padding first: it may hold anything, and 0 * nan in the virial
     # product would reach a backward pass through it
     g = xp.where(graph.edge_mask[:, None], g, xp.zeros_like(g))

@@ -19,14 +19,9 @@ import numpy as np
 
 from .. import _backend as B
 from ..segment import segment_sum
-from .container import NeighborGraph
+from .container import NeighborGraph, num_nodes
 
-__all__ = ["truncate", "to_static", "to_dense", "from_dense_quartet", "to_quartet", "num_nodes"]
-
-
-def num_nodes(graph: NeighborGraph) -> int:
-    """``N = sum(n_node)`` as a Python int (eager)."""
-    return int(B.namespace(graph.n_node).sum(graph.n_node))
+__all__ = ["truncate", "to_static", "to_dense", "from_dense_quartet", "to_quartet"]
 
 
 def _slot_rank(graph: NeighborGraph, n: int):
@@ -55,7 +50,12 @@ def truncate(graph: NeighborGraph, sel: int) -> NeighborGraph:
     _check_sel(sel)
     xp = B.namespace(graph.edge_vec)
     rank, _ = _slot_rank(graph, num_nodes(graph))
-    keep = xp.nonzero(graph.edge_mask & (rank < sel))[0]
+    return _select_edges(graph, xp.nonzero(graph.edge_mask & (rank < sel))[0])
+
+
+def _select_edges(graph: NeighborGraph, keep) -> NeighborGraph:
+    """The graph restricted to the edges ``keep (K,)``, in that order."""
+    xp = B.namespace(graph.edge_vec)
     return NeighborGraph(
         edge_index=xp.take(graph.edge_index, keep, axis=1),
         edge_vec=B.gather(graph.edge_vec, keep),
@@ -154,9 +154,9 @@ def from_dense_quartet(coord_ext, atype_ext, nlist, mapping=None, *, compact: bo
     mask = xp.reshape(real, (-1,))
     vec = xp.where(mask[:, None], vec, xp.zeros_like(vec))
     centers = xp.reshape(B.arange(nf * nloc, nlist), (-1, 1))
-    src = xp.reshape(B.gather(xp.reshape(mapping, (-1,)), nei_flat), (nf, nloc, nnei)) + frame_loc
-    src = xp.where(mask, xp.reshape(src, (-1,)), xp.reshape(xp.broadcast_to(centers, (nf * nloc, nnei)), (-1,)))
     dst = xp.reshape(xp.broadcast_to(centers, (nf * nloc, nnei)), (-1,))
+    src = xp.reshape(B.gather(xp.reshape(mapping, (-1,)), nei_flat), (nf, nloc, nnei)) + frame_loc
+    src = xp.where(mask, xp.reshape(src, (-1,)), dst)  # padding points at its own center
     graph = NeighborGraph(
         edge_index=xp.stack([xp.astype(src, xp.int64), xp.astype(dst, xp.int64)]),
         edge_vec=vec,
@@ -165,9 +165,7 @@ def from_dense_quartet(coord_ext, atype_ext, nlist, mapping=None, *, compact: bo
     )
     atype = xp.reshape(atype_ext[:, :nloc], (-1,))
     if compact:
-        keep = xp.nonzero(mask)[0]
-        graph = NeighborGraph(xp.take(graph.edge_index, keep, axis=1), B.gather(vec, keep),
-                              B.gather(mask, keep), graph.n_node)
+        graph = _select_edges(graph, xp.nonzero(mask)[0])
     return graph, atype
 
 

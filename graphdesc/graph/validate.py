@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import _backend as B
 from .._checks import check_float
-from .container import NeighborGraph
+from .container import NeighborGraph, num_nodes
 
 __all__ = ["validate", "node_frame"]
 
@@ -51,7 +51,7 @@ def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None) -> 
         raise TypeError(f"n_node must be a 1-D integer array, got shape {tuple(n_node.shape)} dtype {n_node.dtype}")
     if n_node.shape[0] and bool(xp.any(n_node < 0)):
         raise ValueError("n_node must be >= 0 for every frame")
-    n = int(xp.sum(n_node))
+    n = num_nodes(graph)
     if atype is not None:
         if atype.ndim != 1 or not xp.isdtype(atype.dtype, "integral"):
             raise TypeError(f"atype must be a 1-D integer array, got shape {tuple(atype.shape)} dtype {atype.dtype}")
