@@ -139,10 +139,14 @@ def segment_softmax(
         mask: optional ``(E,)`` or ``(E, *F)`` bool. Masked entries get weight
             exactly 0 and are left out of the max and the denominator, whatever
             they hold; their gradient is exactly 0.
-        phantom_count: optional ``(S,)`` array (float or int, >= 0): ``c``, the
+        phantom_count: optional ``(S,)`` array (float or int): ``c``, the
             number of extra *phantom* entries of each segment, present only in
             the denominator, each with logit ``p``. DeePMD's fixed-width smooth
-            attention keeps ``sel - deg`` such terms with ``p = -20``.
+            attention keeps ``sel - deg`` such terms with ``p = -20``. A
+            negative ``c`` removes ``|c|`` such terms (DPA1's continuation to
+            ``deg > sel``); a phantom takes part in the max only when
+            ``c > 0``, and if removing terms would leave a denominator <= 0,
+            that segment's phantom terms are dropped instead.
         phantom_logit: ``p``, a scalar or an ``(S,)`` array.
 
     Returns:
@@ -164,7 +168,8 @@ def segment_softmax(
     e = _masked(xp, valid, xp.exp(shifted), 0.0)
     denom = B.scatter_add(e, segment_ids, num_segments)
     if phantom_count is not None:
-        denom = denom + count * xp.exp(_per_segment(xp, phantom_logit, top) - top)
+        with_phantoms = denom + count * xp.exp(_per_segment(xp, phantom_logit, top) - top)
+        denom = xp.where(with_phantoms > 0, with_phantoms, denom)
     denom = xp.where(denom > 0, denom, xp.ones_like(denom))
     return e / B.gather(denom, segment_ids)
 
@@ -174,6 +179,4 @@ def _check_phantom(xp, phantom_count, num_segments, like):
         raise ValueError(
             f"phantom_count must have shape ({num_segments},), got {tuple(phantom_count.shape)}"
         )
-    if not B.is_traced(phantom_count) and phantom_count.shape[0] and bool(xp.any(phantom_count < 0)):
-        raise ValueError("phantom_count must be >= 0 everywhere")
     return _per_segment(xp, phantom_count, like)

@@ -324,5 +324,28 @@ def test_bad_phantom_count(backend):
     x, ids = a(np.ones(4)), a(np.array([0, 1, 1, 2]))
     with pytest.raises(ValueError, match=r"phantom_count must have shape \(3,\)"):
         segment_softmax(x, ids, 3, phantom_count=a(np.ones(4)))
-    with pytest.raises(ValueError, match="phantom_count must be >= 0"):
-        segment_softmax(x, ids, 3, phantom_count=a(np.array([1.0, -1.0, 0.0])))
+
+
+
+def test_negative_phantom_count_removes_terms(backend):
+    """A count of -c removes c phantom terms; a row it would empty drops its phantoms."""
+    a = backend.asarray
+    logits = np.array([0.3, -0.5, 1.1, 0.2, -20.0, 2.0])
+    ids = np.array([0, 0, 0, 1, 1, 2])
+    counts = np.array([-2.0, -1.0, -1.0])  # every row keeps a positive denominator
+    got = to_numpy(segment_softmax(a(logits), a(ids), 3, phantom_count=a(counts), phantom_logit=-20.0))
+    ld = logits.astype(np.longdouble)
+    expect = np.zeros(6, dtype=np.longdouble)
+    for s in range(3):
+        m = ids == s
+        top = ld[m].max()
+        e = np.exp(ld[m] - top)
+        denom = e.sum() + counts[s] * np.exp(np.longdouble(-20.0) - top)
+        expect[m] = e / (denom if denom > 0 else e.sum())
+    np.testing.assert_allclose(got, expect.astype(float), rtol=1e-14, atol=0)
+    # row 1 removes one exp(-20) against 0.2 and -20: stays positive and differs from the plain softmax
+    assert abs(got[3] - np.exp(0.2) / (np.exp(0.2) + np.exp(-20.0))) > 1e-12
+    # a row that removal would empty (or flip) falls back to no phantoms: never NaN
+    flip = to_numpy(segment_softmax(a(np.array([-20.0, -20.0])), a(np.array([0, 0])), 1,
+                                            phantom_count=a(np.array([-5.0])), phantom_logit=-20.0))
+    np.testing.assert_allclose(flip, [0.5, 0.5], rtol=1e-15)

@@ -14,13 +14,15 @@ def node_frame(n_node, num_nodes):
     return B.repeat(B.arange(n_node.shape[0], n_node), n_node, num_nodes)
 
 
-def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None) -> None:
+def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None, padding_zero: bool = True) -> None:
     """Check a graph (and optionally its atom types) and raise on the first problem.
 
     Checks: field types, shapes and dtypes; one array library throughout;
     ``n_node >= 0``; ``atype`` of length ``sum(n_node)``, integer, in
     ``[0, ntypes)``; edge indices in range; no real edge joining two frames;
-    finite ``edge_vec`` on real edges; ``edge_vec == 0`` on masked edges.
+    finite ``edge_vec`` on real edges; ``edge_vec == 0`` on masked edges
+    (unless ``padding_zero=False``: consumers that mask padding themselves
+    accept anything there).
 
     Value checks need concrete arrays: call this eagerly, before tracing.
 
@@ -77,6 +79,6 @@ def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None) -> 
     if bool(xp.any(mask & ~finite)):
         bad = int(xp.nonzero(mask & ~finite)[0][0])
         raise ValueError(f"edge_vec holds NaN or inf on real edge {bad}")
-    if bool(xp.any(~mask & xp.any(vec != 0, axis=1))):
+    if padding_zero and bool(xp.any(~mask & xp.any(vec != 0, axis=1))):
         bad = int(xp.nonzero(~mask & xp.any(vec != 0, axis=1))[0][0])
         raise ValueError(f"masked edge {bad} has a non-zero edge_vec; padding edges must hold 0")

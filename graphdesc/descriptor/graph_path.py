@@ -1,0 +1,234 @@
+"""DPA1 on a NeighborGraph: segment sums over centers, attention over center-edge pairs.
+
+Semantics (DESIGN.md section 4): every real edge counts, ``sel`` only sets the
+``1/sel`` normalization and the width of the smooth softmax. With
+``smooth_type_embedding`` each center's softmax keeps DeePMD's ``sel``-wide
+denominator: ``sel - deg`` *phantom* keys of logit -20 (an absent slot's
+logit), so graph == dense whenever ``deg <= sel``, and an edge entering at
+``rcut`` (logit exactly -20) only replaces a phantom.
+
+``deg > sel`` (a carry-all graph denser than ``sel``): the phantom count
+``sel - deg`` goes negative, i.e. each real key beyond ``sel`` *removes* one
+``exp(-20 - max)`` from the denominator. This is the unique continuation that
+stays continuous as edges cross ``rcut``; the denominator stays positive
+because every smooth logit is >= -20 whenever ``|alpha q.k| < 20`` (always true
+with ``normalize`` and ``|alpha| < 20``). Should it ever reach <= 0, the
+phantom terms of that row are dropped (``segment_softmax``'s rule): never NaN.
+
+Memory: per-pair tensors are scalars only. Each center's edges form one block
+of a batched matmul (``(N, D, H)`` with ``D`` the largest degree, or ``sel``
+in the shape-static layout), which gives the pair logits and applies the
+pair weights to the values; nothing of shape ``(P, H)`` or ``(P, ng)``
+is built.
+"""
+
+from __future__ import annotations
+
+from .. import _backend as B
+from ..graph.container import NeighborGraph
+from ..graph.validate import node_frame, validate
+from ..pairs import center_edge_pairs
+from ..segment import segment_softmax, segment_sum
+from .config import DPA1Config
+from .envmat import env_matrix, normalize_env, unit_angular
+from .nets import embed_neighbors, layer, layer_norm, type_table
+from .params import params_dtype
+from .readout import readout
+
+__all__ = ["dpa1_graph", "check_model_inputs"]
+
+SMOOTH_SHIFT = 20.0  # DeePMD's fixed logit shift of smooth attention
+
+
+def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
+               deepmd_compat: bool = False, static: bool = False):
+    """The DPA1 descriptor of every node of ``graph``.
+
+    Args:
+        params: parameter tree (see :mod:`graphdesc.descriptor.params`) in the
+            graph's array library and float dtype.
+        config: the hyperparameters.
+        graph: a compact graph (any edge order), or the shape-static layout
+            (``E = N * sel``, center-major) with ``static=True``.
+        atype: ``(N,)`` integer types in ``[0, ntypes)``, on the flat node axis.
+        deepmd_compat: add DeePMD's padding-row term (DPA1_MATH S2): the
+            ``max(sel - deg, 0)`` empty slots of each center contribute their
+            non-zero normalized row ``-davg/dstd`` and an embedding built with
+            the type of the frame's first atom. Needed to reproduce models
+            trained with DeePMD-kit when ``davg != 0``.
+        static: ``graph`` is in the shape-static layout with ``sel`` slots per
+            center; then every size depends only on ``N`` (``jax.jit`` works).
+
+    Returns:
+        ``(descriptor (N, ng*M [+ dt]), rot_mat (N, ng, 3))`` in the graph's
+        library and dtype.
+    """
+    check_model_inputs(params, config, graph, atype, static=static)
+    xp = B.namespace(graph.edge_vec, atype)
+    n, sel = atype.shape[0], config.sel
+    mask, src, dst = graph.edge_mask, graph.src, graph.dst
+    table = type_table(params, config)  # (ntypes, dt)
+
+    env, sw = env_matrix(graph.edge_vec, mask, config)  # (E, 4), (E,)
+    center_type = B.gather(atype, dst)
+    rt = normalize_env(env, center_type, params["davg"], params["dstd"])
+    rt = xp.where(mask[:, None], rt, xp.zeros_like(rt))  # (E, 4)
+    g = embed_neighbors(params, config, rt[:, 0], xp.take(table, B.gather(atype, src), axis=0),
+                        xp.take(table, center_type, axis=0))  # (E, ng)
+    deg = segment_sum(xp.astype(mask, xp.int64), dst, n)  # (N,)
+    if config.attn_layer:
+        blocks = _Blocks(graph, deg, n, sel if static else None)
+        gate = unit_angular(rt) if config.attn_dotr else None
+        for lp in params["attention"]:
+            g = _attention_layer(lp, config, g, sw, gate, blocks)
+    g = xp.where(mask[:, None], g, xp.zeros_like(g))
+    gr = segment_sum(xp.reshape(g[:, :, None] * rt[:, None, :], (g.shape[0], -1)), dst, n)
+    gr = xp.reshape(gr, (n, config.ng, 4)) / sel
+    if deepmd_compat:
+        gr = gr + _padding_rows(params, config, graph, atype, deg, table)
+    return readout(gr, table, atype, config)
+
+
+class _Blocks:
+    """Center-major blocks: edge ``e`` sits in row ``slot[e]`` of block ``dst[e]``.
+
+    ``width`` is ``sel`` in the static layout, else the largest degree. The
+    center-edge pairs ``(query, key)`` of real edges address the flat
+    ``(N * width * width)`` block logits at ``pair_cell``.
+    """
+
+    def __init__(self, graph, deg, n, static_nnei):
+        xp = B.namespace(graph.edge_vec)
+        mask, dst = graph.edge_mask, graph.dst
+        e = mask.shape[0]
+        if static_nnei is not None:
+            width = static_nnei
+            slot = B.arange(e, dst) % width
+        else:
+            width = B.to_size(xp.max(deg)) if n and e else 0
+            slot = _rank_in_center(dst, mask, deg, n)
+        self.n, self.width, self.mask, self.deg, self.dst = n, width, mask, deg, dst
+        self.row = dst * width + slot  # (E,) row in the (N * width) stacked blocks
+        self.row = xp.where(mask, self.row, xp.zeros_like(self.row))
+        query, key, pair_mask = center_edge_pairs(dst, mask, n, static_nnei=static_nnei)
+        self.query, self.key, self.pair_mask = query, key, pair_mask
+        self.pair_cell = B.gather(self.row, query) * width + B.gather(slot, key)
+
+    def stack(self, x):
+        """Edge rows ``(E, F)`` -> blocks ``(N, width, F)``; empty rows 0."""
+        xp = B.namespace(x)
+        out = segment_sum(x, self.row, self.n * self.width, mask=self.mask)
+        return xp.reshape(out, (self.n, self.width, x.shape[-1]))
+
+    def pair_values(self, cells):
+        """Per-pair scalars read from block matrices ``(N, width, width)``: ``(P,)``."""
+        xp = B.namespace(cells)
+        return B.gather(xp.reshape(cells, (-1,)), self.pair_cell)
+
+    def from_pairs(self, w):
+        """Pair scalars ``(P,)`` -> block matrices ``(N, width, width)``; absent pairs 0."""
+        xp = B.namespace(w)
+        size = self.n * self.width * self.width
+        return xp.reshape(segment_sum(w, self.pair_cell, size, mask=self.pair_mask),
+                          (self.n, self.width, self.width))
+
+    def unstack(self, blocks):
+        """Blocks ``(N, width, F)`` -> edge rows ``(E, F)`` (masked edges read row 0)."""
+        xp = B.namespace(blocks)
+        return B.gather(xp.reshape(blocks, (self.n * self.width, -1)), self.row)
+
+
+def _rank_in_center(dst, mask, deg, n):
+    """Position of each real edge among its center's real edges, in edge order; 0 for masked."""
+    xp = B.namespace(dst)
+    e = dst.shape[0]
+    key = xp.where(mask, dst, xp.full_like(dst, n))  # masked edges sort last
+    order = xp.argsort(key, stable=True)
+    first = xp.cumulative_sum(deg) - deg  # (N,) first sorted position of each center
+    first = xp.concat([first, xp.zeros((1,), dtype=first.dtype, device=B.device(first))])
+    rank_sorted = B.arange(e, dst) - B.gather(first, B.gather(key, order))
+    rank = segment_sum(rank_sorted, order, e)  # scatter back through the permutation
+    return xp.where(mask, rank, xp.zeros_like(rank))
+
+
+def _transpose(x):
+    return B.namespace(x).permute_dims(x, (0, 2, 1))
+
+
+def _attention_layer(lp, config: DPA1Config, g, sw, gate, blocks: _Blocks):
+    """One gated self-attention layer with residual and LayerNorm: ``(E, ng) -> (E, ng)``."""
+    h = config.attn
+    qkv = layer({"w": lp["in_w"], "b": lp["in_b"]}, g, "linear", resnet=False)
+    q, k, v = qkv[:, :h], qkv[:, h : 2 * h], qkv[:, 2 * h :]
+    if config.normalize:
+        q, k, v = (_unit_rows(t, blocks.mask) for t in (q, k, v))
+    logits = blocks.pair_values(blocks.stack(q * config.alpha) @ _transpose(blocks.stack(k)))  # (P,)
+    qe, ke = blocks.query, blocks.key
+    if config.smooth_type_embedding:
+        sw_pair = B.gather(sw, qe) * B.gather(sw, ke)
+        logits = (logits + SMOOTH_SHIFT) * sw_pair - SMOOTH_SHIFT
+        phantoms = B.gather(config.sel - blocks.deg, blocks.dst)  # (E,) signed, per query edge
+        w = segment_softmax(logits, qe, g.shape[0], mask=blocks.pair_mask,
+                            phantom_count=phantoms, phantom_logit=-SMOOTH_SHIFT)
+        w = w * sw_pair
+    else:
+        w = segment_softmax(logits, qe, g.shape[0], mask=blocks.pair_mask)
+    if gate is not None:
+        ub = blocks.stack(gate)
+        w = w * blocks.pair_values(ub @ _transpose(ub))
+    o = blocks.unstack(blocks.from_pairs(w) @ blocks.stack(v))  # (E, H)
+    y = layer({"w": lp["out_w"], "b": lp["out_b"]}, o, "linear", resnet=False)
+    return layer_norm(g + y, lp["ln_w"], lp["ln_b"], config.ln_eps)
+
+
+def _unit_rows(x, mask):
+    """Rows divided by their L2 norm (no epsilon, as DeePMD); masked rows divided by 1."""
+    xp = B.namespace(x)
+    norm = xp.linalg.vector_norm(x, axis=-1, keepdims=True)
+    return x / xp.where(mask[:, None], norm, xp.ones_like(norm))
+
+
+def _padding_rows(params, config: DPA1Config, graph, atype, deg, table):
+    """DeePMD's empty-slot term of ``gr`` (DPA1_MATH S2): ``(N, ng, 4)``.
+
+    Each of the ``max(sel - deg, 0)`` empty slots of center ``i`` has the
+    normalized row ``R_pad = -davg[t_i] / dstd[t_i]`` and the embedding
+    ``G_pad = Emb([R_pad[0], T[type of the frame's first atom], T[t_i]])``; as a
+    query it attends to nothing, so each attention layer maps it to
+    ``LN(G_pad + b_out)``.
+    """
+    xp = B.namespace(deg)
+    n = atype.shape[0]
+    zero = xp.zeros((n, 4), dtype=params["davg"].dtype, device=B.device(atype))
+    r_pad = normalize_env(zero, atype, params["davg"], params["dstd"])  # (N, 4)
+    first = xp.cumulative_sum(graph.n_node) - graph.n_node  # (nf,) first node of each frame
+    pad_type = B.gather(atype, B.gather(first, node_frame(graph.n_node, n)))
+    g_pad = embed_neighbors(params, config, r_pad[:, 0], xp.take(table, pad_type, axis=0),
+                            xp.take(table, atype, axis=0))
+    for lp in params["attention"]:
+        g_pad = layer_norm(g_pad + lp["out_b"], lp["ln_w"], lp["ln_b"], config.ln_eps)
+    empty = xp.astype(xp.maximum(config.sel - deg, xp.zeros_like(deg)), g_pad.dtype) / config.sel
+    return (empty[:, None] * g_pad)[:, :, None] * r_pad[:, None, :]
+
+
+def check_model_inputs(params, config: DPA1Config, graph, atype, *, static: bool) -> None:
+    """Clear errors for inputs the descriptor cannot take (values checked only when eager)."""
+    if not isinstance(config, DPA1Config):
+        raise TypeError(f"config must be a DPA1Config, got {type(config).__name__}")
+    if not isinstance(graph, NeighborGraph):
+        raise TypeError(f"graph must be a NeighborGraph, got {type(graph).__name__}")
+    xp = B.namespace(graph.edge_vec, atype)
+    if atype.ndim != 1 or not xp.isdtype(atype.dtype, "integral"):
+        raise TypeError(f"atype must be a 1-D integer array, got shape {tuple(atype.shape)} dtype {atype.dtype}")
+    dtype = params_dtype(params)
+    if graph.edge_vec.dtype != dtype:
+        raise TypeError(
+            f"edge_vec has dtype {graph.edge_vec.dtype} but the model's parameters are {dtype}; "
+            f"convert the graph (or the model) so that both use one precision"
+        )
+    n, e = atype.shape[0], graph.edge_vec.shape[0]
+    if static and e != n * config.sel:
+        raise ValueError(f"static layout needs E = N * sel = {n} * {config.sel} edges, got {e}")
+    if B.is_traced(graph.edge_vec) or B.is_traced(atype):
+        return
+    validate(graph, atype, ntypes=config.ntypes, padding_zero=False)

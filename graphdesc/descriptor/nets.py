@@ -1,0 +1,103 @@
+"""The small networks of DPA1, functional and written once for every array library.
+
+A *layer* is a dict ``{"w": (n_in, n_out), "b": (n_out,) optional,
+"idt": (n_out,) optional}`` applied as DeePMD's ``NativeLayer``::
+
+    y = act(x @ w + b);  y = y * idt;  y = y + x      if resnet and n_out == n_in
+                                       y = y + [x, x] if resnet and n_out == 2 n_in
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import _backend as B
+from .config import DPA1Config
+
+__all__ = ["activation", "layer", "embedding_net", "layer_norm", "type_table"]
+
+
+def activation(name: str, x):
+    """DeePMD's activation ``name`` applied elementwise (see ``ACTIVATIONS``)."""
+    xp = B.namespace(x)
+    if name == "tanh":
+        return xp.tanh(x)
+    if name in ("linear", "none"):
+        return x
+    if name == "relu":
+        return xp.maximum(x, xp.zeros_like(x))
+    if name == "relu6":
+        return xp.clip(x, 0.0, 6.0)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + xp.exp(-x))
+    if name == "silu":
+        return x / (1.0 + xp.exp(-x))
+    if name == "softplus":
+        return xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(x, xp.zeros_like(x))
+    if name in ("gelu", "gelu_tf"):  # tanh approximation, as DeePMD
+        return 0.5 * x * (1.0 + xp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def layer(params: dict, x, act: str, *, resnet: bool):
+    """One ``NativeLayer``: ``(..., n_in) -> (..., n_out)``."""
+    xp = B.namespace(x)
+    w = params["w"]
+    y = x @ w
+    if params.get("b") is not None:
+        y = y + params["b"]
+    y = activation(act, y)
+    if params.get("idt") is not None:
+        y = y * params["idt"]
+    if resnet:
+        n_in, n_out = w.shape
+        if n_out == n_in:
+            y = y + x
+        elif n_out == 2 * n_in:
+            y = y + xp.concat([x, x], axis=-1)
+    return y
+
+
+def embedding_net(layers: list, x, act: str):
+    """DeePMD's ``EmbeddingNet``: every layer with bias and ``resnet=True``."""
+    for p in layers:
+        x = layer(p, x, act, resnet=True)
+    return x
+
+
+def layer_norm(x, weight, bias, eps: float):
+    """LayerNorm over the last axis, population variance: ``(..., C) -> (..., C)``."""
+    xp = B.namespace(x)
+    mean = xp.mean(x, axis=-1, keepdims=True)
+    centered = x - mean
+    var = xp.mean(centered * centered, axis=-1, keepdims=True)
+    return centered / xp.sqrt(var + eps) * weight + bias
+
+
+def type_table(params: dict, config: DPA1Config):
+    """The type embedding ``T (ntypes, dt)``: a linear layer on one-hot rows.
+
+    ``T = I @ w (+ b)``, plus the one-hot rows themselves when
+    ``dt == ntypes`` (or twice when ``dt == 2 ntypes``): the layer's residual.
+    """
+    te = params["type_embedding"]
+    xp = B.namespace(te["w"])
+    eye = xp.eye(config.ntypes, dtype=te["w"].dtype, device=B.device(te["w"]))
+    return layer(te, eye, "linear", resnet=True)
+
+
+def embed_neighbors(params: dict, config: DPA1Config, s, t_nei, t_center):
+    """The embedding ``G`` of neighbor rows, DeePMD's "concat" input mode.
+
+    Args:
+        s: ``(...)`` normalized radial channel ``R~[..., 0]``.
+        t_nei: ``(..., dt)`` type embedding of the neighbor.
+        t_center: ``(..., dt)`` type embedding of the center (ignored with
+            ``type_one_side``).
+
+    Returns:
+        ``(..., ng)``: ``EmbeddingNet([s, t_nei(, t_center)])``.
+    """
+    xp = B.namespace(s)
+    parts = [s[..., None], t_nei] if config.type_one_side else [s[..., None], t_nei, t_center]
+    return embedding_net(params["embedding"], xp.concat(parts, axis=-1), config.activation_function)
