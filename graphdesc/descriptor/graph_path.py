@@ -82,7 +82,7 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
         for lp in params["attention"]:
             g = _attention_layer(lp, config, g, sw, gate, blocks)
     g = xp.where(mask[:, None], g, xp.zeros_like(g))
-    gr = segment_sum(xp.reshape(g[:, :, None] * rt[:, None, :], (g.shape[0], -1)), dst, n)
+    gr = segment_sum(xp.reshape(g[:, :, None] * rt[:, None, :], (g.shape[0], 4 * config.ng)), dst, n)
     gr = xp.reshape(gr, (n, config.ng, 4)) / sel
     if deepmd_compat:
         gr = gr + _padding_rows(params, config, graph, atype, deg, table)
@@ -105,7 +105,8 @@ class _Blocks:
             width = static_nnei
             slot = B.arange(e, dst) % width
         else:
-            width = B.to_size(xp.max(deg)) if n and e else 0
+            # at least 1, so that masked edges (which read row 0) always have a row
+            width = B.to_size(xp.max(xp.concat([deg, xp.ones((1,), dtype=deg.dtype, device=B.device(deg))])))
             slot = _rank_in_center(dst, mask, deg, n)
         self.n, self.width, self.mask, self.deg, self.dst = n, width, mask, deg, dst
         self.row = dst * width + slot  # (E,) row in the (N * width) stacked blocks
@@ -135,7 +136,7 @@ class _Blocks:
     def unstack(self, blocks):
         """Blocks ``(N, width, F)`` -> edge rows ``(E, F)`` (masked edges read row 0)."""
         xp = B.namespace(blocks)
-        return B.gather(xp.reshape(blocks, (self.n * self.width, -1)), self.row)
+        return B.gather(xp.reshape(blocks, (self.n * self.width, blocks.shape[-1])), self.row)
 
 
 def _rank_in_center(dst, mask, deg, n):
