@@ -35,7 +35,7 @@ CONFIGS = {
 
 
 def make_config(name: str, **overrides) -> DPA1Config:
-    return DPA1Config(rcut=RCUT, rcut_smth=RCUT_SMTH, sel=SEL, **{**SMALL, **CONFIGS[name], **overrides})
+    return DPA1Config(**{"rcut": RCUT, "rcut_smth": RCUT_SMTH, "sel": SEL, **SMALL, **CONFIGS[name], **overrides})
 
 
 def random_params(config: DPA1Config, seed: int = 0, *, davg: bool = True) -> dict:

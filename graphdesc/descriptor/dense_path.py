@@ -74,11 +74,12 @@ def dpa1_dense(params: dict, config: DPA1Config, vec, mask, atype, nei_type, *,
     gate = unit_angular(rt) if config.attn_dotr else None
     for lp in params["attention"]:
         g = _dense_attention(lp, config, g, sw, mask, gate)
-    if not deepmd_compat:
-        keep = mask[..., None]
-        g = xp.where(keep, g, xp.zeros_like(g))
-        rt = xp.where(keep, rt, xp.zeros_like(rt))
-    gr = xp.permute_dims(g, (0, 2, 1)) @ rt / sel  # (N, ng, 4)
+    if deepmd_compat:  # DeePMD: normalized rows of all slots, empty ones included (S2)
+        rows = rt
+    else:  # native: E / dstd of real neighbors, each row vanishing at rcut
+        g = xp.where(mask[..., None], g, xp.zeros_like(g))
+        rows = env / xp.take(params["dstd"], atype, axis=0)[:, None, :]
+    gr = xp.permute_dims(g, (0, 2, 1)) @ rows / sel  # (N, ng, 4)
     return readout(gr, table, atype, config)
 
 

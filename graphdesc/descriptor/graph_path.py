@@ -15,6 +15,16 @@ because every smooth logit is >= -20 whenever ``|alpha q.k| < 20`` (always true
 with ``normalize`` and ``|alpha| < 20``). Should it ever reach <= 0, the
 phantom terms of that row are dropped (``segment_softmax``'s rule): never NaN.
 
+Contraction: each real edge contributes ``G_j (x) E_j / dstd[t_i]``, which
+vanishes at ``rcut`` with the switch, so the descriptor is continuous as edges
+cross the cutoff (C2 with smooth attention). ``davg`` shifts only the
+embedding input and the ``dotr`` gate. DeePMD-kit instead contracts
+``(E_j - davg) / dstd`` over all ``sel`` slots, empty ones included (S2);
+that differs by a term in ``davg`` which jumps when a neighbor whose type is
+not the frame's first atom's crosses ``rcut``. ``deepmd_compat=True`` adds
+that term back, so DeePMD-kit models give DeePMD-kit's numbers. With
+``davg = 0`` (fresh models, ``set_davg_zero``) both agree.
+
 Memory: per-pair tensors are scalars only. Each center's edges form one block
 of a batched matmul (``(N, D, H)`` with ``D`` the largest degree, or ``sel``
 in the shape-static layout), which gives the pair logits and applies the
@@ -51,11 +61,11 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
         graph: a compact graph (any edge order), or the shape-static layout
             (``E = N * sel``, center-major) with ``static=True``.
         atype: ``(N,)`` integer types in ``[0, ntypes)``, on the flat node axis.
-        deepmd_compat: add DeePMD's padding-row term (DPA1_MATH S2): the
-            ``max(sel - deg, 0)`` empty slots of each center contribute their
-            non-zero normalized row ``-davg/dstd`` and an embedding built with
-            the type of the frame's first atom. Needed to reproduce models
-            trained with DeePMD-kit when ``davg != 0``.
+        deepmd_compat: contract DeePMD-kit's ``(E - davg) / dstd`` rows over
+            all ``sel`` slots, the ``max(sel - deg, 0)`` empty ones included
+            (DPA1_MATH S2; their embedding uses the type of the frame's first
+            atom). Reproduces models trained with DeePMD-kit when ``davg != 0``;
+            not continuous at ``rcut`` for multi-type systems.
         static: ``graph`` is in the shape-static layout with ``sel`` slots per
             center; then every size depends only on ``N`` (``jax.jit`` works).
 
@@ -82,10 +92,11 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
         for lp in params["attention"]:
             g = _attention_layer(lp, config, g, sw, gate, blocks)
     g = xp.where(mask[:, None], g, xp.zeros_like(g))
-    gr = segment_sum(xp.reshape(g[:, :, None] * rt[:, None, :], (g.shape[0], 4 * config.ng)), dst, n)
+    rows = env / xp.take(params["dstd"], center_type, axis=0)  # (E, 4), 0 on masked edges and at rcut
+    gr = segment_sum(xp.reshape(g[:, :, None] * rows[:, None, :], (g.shape[0], 4 * config.ng)), dst, n)
     gr = xp.reshape(gr, (n, config.ng, 4)) / sel
     if deepmd_compat:
-        gr = gr + _padding_rows(params, config, graph, atype, deg, table)
+        gr = gr - _deepmd_offset(params, config, graph, atype, g, deg, table)
     return readout(gr, table, atype, config)
 
 
@@ -189,27 +200,28 @@ def _unit_rows(x, mask):
     return x / xp.where(mask[:, None], norm, xp.ones_like(norm))
 
 
-def _padding_rows(params, config: DPA1Config, graph, atype, deg, table):
-    """DeePMD's empty-slot term of ``gr`` (DPA1_MATH S2): ``(N, ng, 4)``.
+def _deepmd_offset(params, config: DPA1Config, graph, atype, g, deg, table):
+    """The part of DeePMD-kit's ``gr`` that the native contraction leaves out: ``(N, ng, 4)``.
 
-    Each of the ``max(sel - deg, 0)`` empty slots of center ``i`` has the
-    normalized row ``R_pad = -davg[t_i] / dstd[t_i]`` and the embedding
-    ``G_pad = Emb([R_pad[0], T[type of the frame's first atom], T[t_i]])``; as a
-    query it attends to nothing, so each attention layer maps it to
-    ``LN(G_pad + b_out)``.
+    DeePMD contracts ``(E - davg) / dstd`` over all ``sel`` slots, empty ones
+    included (DPA1_MATH S2). Splitting off the native ``E / dstd`` part leaves
+    ``(1/sel) [sum_real G_j + max(sel - deg, 0) G_pad] (x) davg[t_i] / dstd[t_i]``
+    (subtracted). An empty slot's embedding is
+    ``G_pad = Emb([-davg0/dstd0, T[type of the frame's first atom], T[t_i]])``;
+    as a query it attends to nothing, so each layer maps it to ``LN(G_pad + b_out)``.
     """
-    xp = B.namespace(deg)
+    xp = B.namespace(g)
     n = atype.shape[0]
-    zero = xp.zeros((n, 4), dtype=params["davg"].dtype, device=B.device(atype))
-    r_pad = normalize_env(zero, atype, params["davg"], params["dstd"])  # (N, 4)
+    shift = xp.take(params["davg"], atype, axis=0) / xp.take(params["dstd"], atype, axis=0)  # (N, 4)
     first = xp.cumulative_sum(graph.n_node) - graph.n_node  # (nf,) first node of each frame
     pad_type = B.gather(atype, B.gather(first, node_frame(graph.n_node, n)))
-    g_pad = embed_neighbors(params, config, r_pad[:, 0], xp.take(table, pad_type, axis=0),
-                            xp.take(table, atype, axis=0))
+    g_pad = embed_neighbors(params, config, -shift[:, 0], xp.take(table, pad_type, axis=0),
+                            xp.take(table, atype, axis=0))  # (N, ng)
     for lp in params["attention"]:
         g_pad = layer_norm(g_pad + lp["out_b"], lp["ln_w"], lp["ln_b"], config.ln_eps)
-    empty = xp.astype(xp.maximum(config.sel - deg, xp.zeros_like(deg)), g_pad.dtype) / config.sel
-    return (empty[:, None] * g_pad)[:, :, None] * r_pad[:, None, :]
+    empty = xp.astype(xp.maximum(config.sel - deg, xp.zeros_like(deg)), g.dtype)
+    total = segment_sum(g, graph.dst, n, mask=graph.edge_mask) + empty[:, None] * g_pad  # (N, ng)
+    return total[:, :, None] * shift[:, None, :] / config.sel
 
 
 def check_model_inputs(params, config: DPA1Config, graph, atype, *, static: bool) -> None:
