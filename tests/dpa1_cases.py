@@ -38,14 +38,22 @@ def make_config(name: str, **overrides) -> DPA1Config:
     return DPA1Config(**{"rcut": RCUT, "rcut_smth": RCUT_SMTH, "sel": SEL, **SMALL, **CONFIGS[name], **overrides})
 
 
-def random_params(config: DPA1Config, seed: int = 0, *, davg: bool = True) -> dict:
-    """Parameters with every statistic and LayerNorm weight random (so each place they enter is tested)."""
+def random_params(config: DPA1Config, seed: int = 0, *, davg: bool = True, isotropic: bool = False) -> dict:
+    """Parameters with every statistic and LayerNorm weight random (so each place they enter is tested).
+
+    ``isotropic``: statistics of DeePMD's form, ``davg = [m, 0, 0, 0]`` and one
+    angular std, which rotation invariance needs (random angular ``davg`` or
+    unequal angular ``dstd`` single out directions).
+    """
     rng = np.random.default_rng(seed)
     p = init_params(config, seed)
     dtype = p["dstd"].dtype
     if davg:
         p["davg"] = rng.normal(0, 0.3, (config.ntypes, 4)).astype(dtype)
     p["dstd"] = rng.uniform(0.2, 1.5, (config.ntypes, 4)).astype(dtype)
+    if isotropic:
+        p["davg"][:, 1:] = 0
+        p["dstd"][:, 2:] = p["dstd"][:, 1:2]
     for lp in p["attention"]:
         lp["ln_w"] = rng.normal(1.0, 0.3, lp["ln_w"].shape).astype(dtype)
         lp["ln_b"] = rng.normal(0.0, 0.3, lp["ln_b"].shape).astype(dtype)

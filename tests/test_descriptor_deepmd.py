@@ -23,7 +23,7 @@ from graphdesc.descriptor import (
     params_from_deepmd,
     params_to_deepmd,
 )
-from graphdesc.graph import build_graph, from_dense_quartet, to_quartet
+from graphdesc.graph import batch_graphs, build_graph, from_dense_quartet, to_quartet
 
 dpa1 = pytest.importorskip("deepmd.dpmodel.descriptor.dpa1", reason="deepmd-kit is a test dependency (graphdesc[test])")
 DescrptDPA1 = dpa1.DescrptDPA1
@@ -206,3 +206,20 @@ def test_slot_dependent_statistics_are_refused():
     serialized["@variables"]["davg"][0, 3, 0] += 1.0
     with pytest.raises(ValueError, match="differs between neighbor slots"):
         params_from_deepmd(serialized)
+
+
+def test_two_frame_batch_uses_each_frames_first_atom():
+    """DeePMD's empty slots take the type of their own frame's first atom: checked on nf = 2."""
+    config = make_config("rough_nodotr_3types")
+    desc, serialized = native_deepmd(config, seed=9)
+    rng = np.random.default_rng(2)
+    cell = np.diag([7.0, 7.4, 7.9])
+    frames = [(rng.uniform(0, 1, (12, 3)) @ cell, cell, True) for _ in range(2)]
+    graph = batch_graphs([build_graph(p, config.rcut, cell=c, pbc=b) for p, c, b in frames])
+    atype = rng.integers(0, 3, 24)
+    atype[0], atype[12] = 0, 2  # different first-atom types
+    ref_d, ref_r, _ = deepmd_call(desc, graph, atype, frames)
+    cfg, params = params_from_deepmd(serialized)
+    d, r = dpa1_graph(params, cfg, graph, atype, deepmd_compat=True)
+    np.testing.assert_allclose(d, ref_d, rtol=0, atol=TOL)
+    np.testing.assert_allclose(r, ref_r, rtol=0, atol=TOL)

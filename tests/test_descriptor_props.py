@@ -1,0 +1,270 @@
+"""DPA1 properties: invariances, smoothness at rcut, gradients, bad input, the torch and jax shells."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from dpa1_cases import SEL, convert, make_config, make_system, random_params
+from helpers import Backend
+
+from graphdesc.descriptor import DPA1Config, cast_params, dpa1_graph, params_to_deepmd
+from graphdesc.graph import build_graph, to_static
+
+TOL = 1e-12
+
+
+def _rotation(seed):
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+@pytest.mark.parametrize("system", ["triclinic", "cluster"])
+@pytest.mark.parametrize("config_name", ["default", "rough_raw_3types"])
+def test_rotation_translation_permutation(config_name, system):
+    config = make_config(config_name)
+    params = random_params(config, isotropic=True)
+    _, atype, frames = make_system(system, config.ntypes)
+    pos, cell, pbc = frames[0]
+
+    def run(p, c, t):
+        return dpa1_graph(params, config, build_graph(p, config.rcut, cell=c, pbc=pbc), t)
+
+    d0, r0 = run(pos, cell, atype)
+    rot = _rotation(1)
+    d, r = run(pos @ rot.T, None if cell is None else cell @ rot.T, atype)
+    np.testing.assert_allclose(d, d0, rtol=0, atol=TOL)
+    np.testing.assert_allclose(r, r0 @ rot.T, rtol=0, atol=TOL)  # rot_mat is equivariant
+    d, r = run(pos + np.array([0.37, -1.21, 2.05]), cell, atype)
+    np.testing.assert_allclose(d, d0, rtol=0, atol=TOL)
+    perm = np.random.default_rng(2).permutation(len(atype))
+    d, r = run(pos[perm], cell, atype[perm])
+    np.testing.assert_allclose(d, d0[perm], rtol=0, atol=TOL)
+    np.testing.assert_allclose(r, r0[perm], rtol=0, atol=TOL)
+
+
+def crossing_steps(config, params, *, h=5e-6, n=200):
+    """Descriptor changes between consecutive samples as atom 4 moves across rcut from atom 0.
+
+    Returns ``(step_changes (2n,), index of the step that crosses rcut)``.
+    """
+    base = np.array([[0, 0, 0], [1.5, 0.3, 0.1], [-0.4, 1.7, 0.2], [0.3, -0.2, 1.9], [0, 0, 0]], float)
+    atype = np.array([0, 1, 2, 1, 1]) % config.ntypes
+    direction = np.array([0.6, 0.7, 0.38]) / np.linalg.norm([0.6, 0.7, 0.38])
+    xs = config.rcut + h * (np.arange(-n, n + 1) + 0.5)
+    out = []
+    for x in xs:
+        pos = base.copy()
+        pos[4] = x * direction
+        out.append(dpa1_graph(params, config, build_graph(pos, config.rcut), atype)[0])
+    out = np.array(out)
+    assert np.all(np.isfinite(out))
+    return np.abs(np.diff(out, axis=0)).max(axis=(1, 2)), n - 1  # step n-1 -> n crosses
+
+
+@pytest.mark.parametrize("sel", [SEL, 3], ids=["sel_not_binding", "deg_above_sel"])
+@pytest.mark.parametrize("config_name", ["default", "raw_qkv_temp_oneside", "no_attn_1type"])
+def test_smooth_attention_is_continuous_at_rcut(config_name, sel):
+    """Smooth models: the step across rcut is no larger than the steps around it (random davg)."""
+    config = make_config(config_name, sel=sel)
+    steps, cross = crossing_steps(config, random_params(config))
+    typical = np.median(steps)
+    assert steps[cross] <= 3 * typical, (steps[cross], typical)
+
+
+@pytest.mark.parametrize("config_name", ["rough_nodotr_3types", "rough_twoside_1layer"])
+def test_rough_attention_jumps_at_rcut(config_name):
+    """Without smooth_type_embedding the other neighbors' weights jump (DPA1_MATH S10)."""
+    config = make_config(config_name)
+    steps, cross = crossing_steps(config, random_params(config))
+    assert steps[cross] > 100 * np.median(steps)
+
+
+def test_deepmd_compat_jumps_when_types_differ():
+    """DeePMD's empty-slot rows carry the first atom's type: a neighbor of another type leaving jumps."""
+    config = make_config("default")
+    params = random_params(config)
+    steps, cross = crossing_steps(config, params)
+    base = np.array([[0, 0, 0], [1.5, 0.3, 0.1], [-0.4, 1.7, 0.2], [0.3, -0.2, 1.9]], float)
+    atype = np.array([0, 1, 0, 1, 1])
+    outs = []
+    for x in (config.rcut - 1e-9, config.rcut + 1e-9):
+        pos = np.concatenate([base, [[x, 0, 0]]])
+        outs.append(dpa1_graph(params, config, build_graph(pos, config.rcut), atype, deepmd_compat=True)[0])
+    assert np.abs(outs[1] - outs[0]).max() > 1e3 * np.median(steps)
+
+
+def _torch_case(config_name="default", system="cluster"):
+    torch = pytest.importorskip("torch")
+    config = make_config(config_name)
+    params = cast_params(random_params(config), torch.zeros(1, dtype=torch.float64))
+    graph, atype, _ = make_system(system, config.ntypes)
+    tb = Backend("torch")
+    return torch, config, params, convert(graph, tb), tb.asarray(atype)
+
+
+def test_gradcheck_wrt_edge_vec():
+    torch, config, params, graph, atype = _torch_case()
+    vec = graph.edge_vec.clone().requires_grad_(True)
+
+    def f(v):
+        d, r = dpa1_graph(params, config, graph.replace(edge_vec=v), atype)
+        return d, r
+
+    assert torch.autograd.gradcheck(f, (vec,), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+def test_second_order_force_loss_reaches_every_parameter():
+    torch, config, params, graph, atype = _torch_case()
+    leaves = [p.requires_grad_(True) for p in _leaves(params) if p is not params["davg"] and p is not params["dstd"]]
+    vec = graph.edge_vec.clone().requires_grad_(True)
+    d, _ = dpa1_graph(params, config, graph.replace(edge_vec=vec), atype)
+    weights = torch.linspace(-1, 1, d.shape[1], dtype=d.dtype)
+    energy = (torch.tanh(d) * weights).sum()
+    (force,) = torch.autograd.grad(energy, vec, create_graph=True)
+    grads = torch.autograd.grad((force**2).sum(), leaves)
+    assert all(bool(torch.all(torch.isfinite(g))) for g in grads)
+    assert all(float(g.abs().max()) > 0 for g in grads), "a parameter gets no second-order gradient"
+
+
+def _leaves(tree):
+    from graphdesc.descriptor.params import tree_leaves
+
+    return [v for _, v in tree_leaves(tree)]
+
+
+def test_poisoned_padding_gives_finite_zero_gradients():
+    torch, config, params, graph, atype = _torch_case(system="triclinic")
+    static = to_static(graph, SEL)
+    vec = static.edge_vec.clone()
+    vec[~static.edge_mask] = float("nan")
+    vec.requires_grad_(True)
+    d, r = dpa1_graph(params, config, static.replace(edge_vec=vec), atype, static=True)
+    (g,) = torch.autograd.grad(d.sum() + r.sum(), vec)
+    assert bool(torch.all(torch.isfinite(g)))
+    assert bool(torch.all(g[~static.edge_mask] == 0)) and float(g[static.edge_mask].abs().max()) > 0
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("change, match", [
+    (dict(rcut_smth=4.0), "rcut_smth must satisfy"),
+    (dict(rcut=-1.0), "rcut must be > 0"),
+    (dict(sel=[10, 20]), "sel: DPA1 mixes types"),
+    (dict(sel=0), "sel must be >= 1"),
+    (dict(ntypes=0), "ntypes must be >= 1"),
+    (dict(neuron=[]), "neuron must be a non-empty list"),
+    (dict(neuron=[4, 0]), r"neuron\[1\] must be >= 1"),
+    (dict(axis_neuron=100), "axis_neuron .* must be <= neuron"),
+    (dict(tebd_input_mode="strip"), "'strip' is not implemented"),
+    (dict(attn_mask=True), "attn_mask=True is not supported"),
+    (dict(precision="float16"), "precision must be"),
+    (dict(activation_function="swish9"), "activation_function must be one of"),
+    (dict(temperature=float("nan")), "temperature must be finite"),
+    (dict(normalize="yes"), "normalize must be a bool"),
+    (dict(type_map=["Cu"]), "type_map has 1 names but ntypes = 2"),
+    (dict(ln_eps=0.0), "ln_eps must be > 0"),
+])
+def test_bad_config(change, match):
+    base = dict(rcut=4.0, rcut_smth=0.5, sel=20, ntypes=2, neuron=[4, 8], axis_neuron=4)
+    with pytest.raises(ValueError, match=match):
+        DPA1Config(**{**base, **change})
+
+
+def test_bad_inputs(backend):
+    config = make_config("default")
+    params = cast_params(random_params(config), backend.asarray(np.zeros(1)))
+    graph, atype, _ = make_system("cluster", 2)
+    g, a = convert(graph, backend), backend.asarray(atype)
+    with pytest.raises(ValueError, match="atype must be < ntypes = 2"):
+        dpa1_graph(params, config, g, backend.asarray(np.where(atype == 0, 2, atype)))
+    with pytest.raises(ValueError, match="atype must be >= 0"):
+        dpa1_graph(params, config, g, backend.asarray(atype - 1))
+    with pytest.raises(ValueError, match="atype has 9 entries but the graph has sum.n_node. = 10"):
+        dpa1_graph(params, config, g, backend.asarray(atype[:-1]))
+    with pytest.raises(TypeError, match="atype must be a 1-D integer array"):
+        dpa1_graph(params, config, g, backend.asarray(atype.astype(float)))
+    with pytest.raises(TypeError, match="edge_vec has dtype .*float32 but the model's parameters are .*float64"):
+        dpa1_graph(params, config, convert(graph.replace(edge_vec=graph.edge_vec.astype(np.float32)), backend), a)
+    bad = np.array(graph.edge_vec)
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="edge_vec holds NaN or inf on real edge 3"):
+        dpa1_graph(params, config, convert(graph.replace(edge_vec=bad), backend), a)
+    with pytest.raises(ValueError, match="static layout needs E = N \\* sel"):
+        dpa1_graph(params, config, g, a, static=True)
+    with pytest.raises(TypeError, match="graph must be a NeighborGraph"):
+        dpa1_graph(params, config, (g.edge_index, g.edge_vec), a)
+    with pytest.raises(TypeError, match="config must be a DPA1Config"):
+        dpa1_graph(params, config.to_dict(), g, a)
+
+
+# --------------------------------------------------------------------------- shells
+def test_torch_module():
+    torch = pytest.importorskip("torch")
+    from graphdesc.torch import DPA1Descriptor
+
+    config = make_config("default", trainable_ln=False)
+    params = random_params(config)
+    graph, atype, _ = make_system("triclinic", 2)
+    ref = dpa1_graph(params, config, graph, atype)[0]
+    module = DPA1Descriptor(config, params)
+    tg, ta = convert(graph, Backend("torch")), torch.from_numpy(atype)
+    np.testing.assert_allclose(module(tg, ta)[0].detach().numpy(), ref, rtol=0, atol=TOL)
+    frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
+    assert frozen == {f"attention__{i}__ln_{w}" for i in range(2) for w in "wb"}
+    assert {n for n, _ in module.named_buffers()} == {"davg", "dstd"}
+
+    restored = DPA1Descriptor(config, seed=123)
+    restored.load_state_dict(module.state_dict())
+    np.testing.assert_array_equal(restored(tg, ta)[0].detach().numpy(), module(tg, ta)[0].detach().numpy())
+    again = DPA1Descriptor.from_deepmd(module.to_deepmd())
+    np.testing.assert_array_equal(again(tg, ta)[0].detach().numpy(), module(tg, ta)[0].detach().numpy())
+
+    m32 = DPA1Descriptor(config, params).to(torch.float32)
+    out32 = m32(tg.replace(edge_vec=tg.edge_vec.float()), ta)[0]
+    assert out32.dtype == torch.float32 and m32.to_deepmd()["precision"] == "float32"
+    np.testing.assert_allclose(out32.detach().numpy(), ref, rtol=0, atol=2e-5 * np.abs(ref).max())
+    with pytest.raises(TypeError, match="edge_vec has dtype torch.float64"):
+        m32(tg, ta)
+
+    module.compute_stats([(graph, atype)])
+    assert float(module.davg[0, 0]) > 0 and torch.all(module.davg[:, 1:] == 0)
+    with pytest.raises(ValueError, match=r"davg must have shape \(2, 4\)"):
+        module.set_stats(np.zeros((3, 4)), np.ones((2, 4)))
+
+
+def test_jax_jit_on_static_layout():
+    pytest.importorskip("jax")
+    import jax
+    import jax.numpy as jnp
+
+    from graphdesc.jax import dpa1_jit
+
+    config = make_config("default")
+    params = random_params(config)
+    jb = Backend("jax")
+    f = dpa1_jit(config, deepmd_compat=True)
+    p = cast_params(params, jnp.zeros(1))
+    for seed in (0, 1):  # two geometries with the same N: one compilation
+        graph, atype, _ = make_system("triclinic", 2, seed=seed)
+        ref = dpa1_graph(params, config, graph, atype, deepmd_compat=True)
+        out = f(p, convert(to_static(graph, SEL), jb), jnp.asarray(atype))
+        np.testing.assert_allclose(np.asarray(out[0]), ref[0], rtol=0, atol=TOL)
+        np.testing.assert_allclose(np.asarray(out[1]), ref[1], rtol=0, atol=TOL)
+    assert f._cache_size() == 1
+
+    static = convert(to_static(graph, SEL), jb)
+
+    def energy(vec):
+        return jnp.sum(jnp.tanh(f(p, static.replace(edge_vec=vec), jnp.asarray(atype))[0]))
+
+    grad = jax.grad(energy)(static.edge_vec)
+    assert bool(jnp.all(jnp.isfinite(grad))) and bool(jnp.all(grad[~static.edge_mask] == 0))
+
+
+def test_params_to_deepmd_config_keys_round_trip():
+    config = make_config("tebd_bias_noconcat", type_map=["Cu", "Al"])
+    d = params_to_deepmd(config, random_params(config))
+    assert d["sel"] == [SEL] and d["type_map"] == ["Cu", "Al"] and d["@variables"]["davg"].shape == (2, SEL, 4)
+    assert dataclasses.replace(config) == config
