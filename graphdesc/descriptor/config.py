@@ -89,7 +89,10 @@ class DPA1Config:
             if len(sel) != 1:
                 raise ValueError(f"sel: DPA1 mixes types and takes one number, got {list(sel)}")
             sel = sel[0]
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen)
+
+        def set_(name, value):  # the dataclass is frozen: normalize fields in place once
+            object.__setattr__(self, name, value)
+
         set_("sel", _int("sel", sel, 1))
         set_("ntypes", _int("ntypes", self.ntypes, 1))
         set_("rcut", _float("rcut", self.rcut))

@@ -33,7 +33,8 @@ def dense_inputs(graph: NeighborGraph, atype, sel: int) -> dict:
     xp = B.namespace(graph.edge_vec, atype)
     nlist, vec, mask = to_dense(graph, sel)
     n = atype.shape[0]
-    nei_type = xp.where(mask, xp.take(atype, xp.where(mask, nlist, xp.zeros_like(nlist))), 0)
+    nei = xp.reshape(xp.where(mask, nlist, xp.zeros_like(nlist)), (-1,))
+    nei_type = xp.where(mask, xp.reshape(xp.take(atype, nei), nlist.shape), xp.zeros_like(nlist))
     first = xp.cumulative_sum(graph.n_node) - graph.n_node
     pad_type = xp.take(atype, xp.take(first, node_frame(graph.n_node, n)))
     return {"vec": vec, "mask": mask, "atype": atype, "nei_type": nei_type, "pad_type": pad_type}

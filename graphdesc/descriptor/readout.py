@@ -17,7 +17,8 @@ def readout(gr, table, atype, config: DPA1Config):
     """
     xp = B.namespace(gr)
     n = gr.shape[0]
-    grrg = xp.reshape(gr @ xp.permute_dims(gr[:, : config.axis_neuron, :], (0, 2, 1)), (n, config.ng * config.axis_neuron))
+    gr1 = xp.permute_dims(gr[:, : config.axis_neuron, :], (0, 2, 1))  # (N, 4, M)
+    grrg = xp.reshape(gr @ gr1, (n, config.ng * config.axis_neuron))
     if config.concat_output_tebd:
         grrg = xp.concat([grrg, xp.take(table, atype, axis=0)], axis=-1)
     return grrg, gr[:, :, 1:4]
