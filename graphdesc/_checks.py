@@ -45,7 +45,7 @@ def check_ids(name: str, ids, length, num_segments, *, data_name: str = "data") 
         raise TypeError(f"{name} must have an integer dtype, got {ids.dtype}")
     if length is not None and ids.shape[0] != length:
         raise ValueError(f"{name} has {ids.shape[0]} entries but {data_name} has {length}")
-    if ids.shape[0] == 0 or is_traced(ids):
+    if is_traced(ids) or ids.shape[0] == 0:  # traced first: comparing an unbacked size would guard on it
         return
     lo, hi = int(xp.min(ids)), int(xp.max(ids))
     if lo < 0 or hi >= num_segments:
