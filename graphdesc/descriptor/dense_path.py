@@ -12,10 +12,10 @@ from __future__ import annotations
 from .. import _backend as B
 from ..graph.container import NeighborGraph
 from ..graph.layout import to_dense
-from ..graph.validate import node_frame
+from ..graph.validate import frame_first_node
 from .config import DPA1Config
 from .envmat import env_matrix, normalize_env, unit_angular
-from .nets import embed_neighbors, layer, layer_norm, type_table
+from .nets import embed_neighbors, layer, layer_norm, type_table, unit_rows
 from .params import params_dtype
 from .readout import readout
 
@@ -35,8 +35,7 @@ def dense_inputs(graph: NeighborGraph, atype, sel: int) -> dict:
     n = atype.shape[0]
     nei = xp.reshape(xp.where(mask, nlist, xp.zeros_like(nlist)), (-1,))
     nei_type = xp.where(mask, xp.reshape(xp.take(atype, nei), nlist.shape), xp.zeros_like(nlist))
-    first = xp.cumulative_sum(graph.n_node) - graph.n_node
-    pad_type = xp.take(atype, xp.take(first, node_frame(graph.n_node, n)))
+    pad_type = xp.take(atype, frame_first_node(graph.n_node, n))
     return {"vec": vec, "mask": mask, "atype": atype, "nei_type": nei_type, "pad_type": pad_type}
 
 
@@ -72,9 +71,14 @@ def dpa1_dense(params: dict, config: DPA1Config, vec, mask, atype, nei_type, *,
     center = xp.broadcast_to(xp.take(table, atype, axis=0)[:, None, :], (n, sel, config.tebd_dim))
     nei = xp.reshape(xp.take(table, xp.reshape(slot_type, (-1,)), axis=0), (n, sel, config.tebd_dim))
     g = embed_neighbors(params, config, rt[..., 0], nei, center)  # (N, sel, ng)
-    gate = unit_angular(rt) if config.attn_dotr else None
+    sw2 = sw[:, :, None] * sw[:, None, :]  # (N, sel, sel), the same for every layer
+    if config.attn_dotr:
+        u = unit_angular(rt)
+        gate = u @ xp.permute_dims(u, (0, 2, 1))
+    else:
+        gate = None
     for lp in params["attention"]:
-        g = _dense_attention(lp, config, g, sw, mask, gate)
+        g = _dense_attention(lp, config, g, sw2, mask, gate)
     if deepmd_compat:  # DeePMD: normalized rows of all slots, empty ones included (S2)
         rows = rt
     else:  # native: E / dstd of real neighbors, each row vanishing at rcut
@@ -84,18 +88,19 @@ def dpa1_dense(params: dict, config: DPA1Config, vec, mask, atype, nei_type, *,
     return readout(gr, table, atype, config)
 
 
-def _dense_attention(lp, config: DPA1Config, g, sw, mask, gate):
-    """DeePMD's gated attention over all slots: ``(N, sel, ng) -> (N, sel, ng)``."""
+def _dense_attention(lp, config: DPA1Config, g, sw2, mask, gate):
+    """DeePMD's gated attention over all slots: ``(N, sel, ng) -> (N, sel, ng)``.
+
+    ``sw2 (N, sel, sel)`` is ``sw_m sw_n``; ``gate (N, sel, sel)`` is ``u_m . u_n`` or None.
+    """
     xp = B.namespace(g)
     h = config.attn
     qkv = layer({"w": lp["in_w"], "b": lp["in_b"]}, g, "linear", resnet=False)
     q, k, v = qkv[..., :h], qkv[..., h : 2 * h], qkv[..., 2 * h :]
-    if config.normalize:  # empty slots divide by 1: their values never matter, only their finiteness
-        norm = (xp.linalg.vector_norm(t, axis=-1, keepdims=True) for t in (q, k, v))
-        q, k, v = (t / xp.where(mask[..., None], nt, xp.ones_like(nt)) for t, nt in zip((q, k, v), norm))
+    if config.normalize:
+        q, k, v = (unit_rows(t, mask) for t in (q, k, v))
     logits = (q * config.alpha) @ xp.permute_dims(k, (0, 2, 1))  # (N, sel, sel)
     if config.smooth_type_embedding:
-        sw2 = sw[:, :, None] * sw[:, None, :]
         logits = (logits + 20.0) * sw2 - 20.0
         a = _softmax(logits)
         a = a * sw2
@@ -103,7 +108,7 @@ def _dense_attention(lp, config: DPA1Config, g, sw, mask, gate):
         a = _softmax(xp.where(mask[:, None, :], logits, xp.full_like(logits, -float("inf"))))
     a = xp.where(mask[:, :, None], a, xp.zeros_like(a))  # empty query slots attend to nothing
     if gate is not None:
-        a = a * (gate @ xp.permute_dims(gate, (0, 2, 1)))
+        a = a * gate
     y = layer({"w": lp["out_w"], "b": lp["out_b"]}, a @ v, "linear", resnet=False)
     return layer_norm(g + y, lp["ln_w"], lp["ln_b"], config.ln_eps)
 

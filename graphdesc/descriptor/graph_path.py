@@ -36,12 +36,12 @@ from __future__ import annotations
 
 from .. import _backend as B
 from ..graph.container import NeighborGraph
-from ..graph.validate import node_frame, validate
+from ..graph.validate import frame_first_node, validate
 from ..pairs import center_edge_pairs
 from ..segment import segment_softmax, segment_sum
 from .config import DPA1Config
 from .envmat import env_matrix, normalize_env, unit_angular
-from .nets import embed_neighbors, layer, layer_norm, type_table
+from .nets import embed_neighbors, layer, layer_norm, type_table, unit_rows
 from .params import params_dtype
 from .readout import readout
 
@@ -88,9 +88,9 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
     deg = segment_sum(xp.astype(mask, xp.int64), dst, n)  # (N,)
     if config.attn_layer:
         blocks = _Blocks(graph, deg, n, sel if static else None)
-        gate = unit_angular(rt) if config.attn_dotr else None
+        pair_terms = _pair_terms(config, blocks, sw, rt)
         for lp in params["attention"]:
-            g = _attention_layer(lp, config, g, sw, gate, blocks)
+            g = _attention_layer(lp, config, g, blocks, *pair_terms)
     g = xp.where(mask[:, None], g, xp.zeros_like(g))
     rows = env / xp.take(params["dstd"], center_type, axis=0)  # (E, 4), 0 on masked edges and at rcut
     gr = segment_sum(xp.reshape(g[:, :, None] * rows[:, None, :], (g.shape[0], 4 * config.ng)), dst, n)
@@ -167,37 +167,43 @@ def _transpose(x):
     return B.namespace(x).permute_dims(x, (0, 2, 1))
 
 
-def _attention_layer(lp, config: DPA1Config, g, sw, gate, blocks: _Blocks):
+def _pair_terms(config: DPA1Config, blocks: _Blocks, sw, rt):
+    """The layer-independent per-pair scalars ``(P,)`` (None where unused).
+
+    Returns ``(sw_pair, phantoms, gate)``: the switch product ``sw_q sw_k``
+    (smooth), the signed phantom count ``sel - deg`` per query edge ``(E,)``
+    (smooth) and the ``dotr`` gate ``u_q . u_k``.
+    """
+    sw_pair = phantoms = gate = None
+    if config.smooth_type_embedding:
+        sw_pair = B.gather(sw, blocks.query) * B.gather(sw, blocks.key)
+        phantoms = B.gather(config.sel - blocks.deg, blocks.dst)
+    if config.attn_dotr:
+        ub = blocks.stack(unit_angular(rt))
+        gate = blocks.pair_values(ub @ _transpose(ub))
+    return sw_pair, phantoms, gate
+
+
+def _attention_layer(lp, config: DPA1Config, g, blocks: _Blocks, sw_pair, phantoms, gate):
     """One gated self-attention layer with residual and LayerNorm: ``(E, ng) -> (E, ng)``."""
     h = config.attn
     qkv = layer({"w": lp["in_w"], "b": lp["in_b"]}, g, "linear", resnet=False)
     q, k, v = qkv[:, :h], qkv[:, h : 2 * h], qkv[:, 2 * h :]
     if config.normalize:
-        q, k, v = (_unit_rows(t, blocks.mask) for t in (q, k, v))
+        q, k, v = (unit_rows(t, blocks.mask) for t in (q, k, v))
     logits = blocks.pair_values(blocks.stack(q * config.alpha) @ _transpose(blocks.stack(k)))  # (P,)
-    qe, ke = blocks.query, blocks.key
     if config.smooth_type_embedding:
-        sw_pair = B.gather(sw, qe) * B.gather(sw, ke)
         logits = (logits + SMOOTH_SHIFT) * sw_pair - SMOOTH_SHIFT
-        phantoms = B.gather(config.sel - blocks.deg, blocks.dst)  # (E,) signed, per query edge
-        w = segment_softmax(logits, qe, g.shape[0], mask=blocks.pair_mask,
+        w = segment_softmax(logits, blocks.query, g.shape[0], mask=blocks.pair_mask,
                             phantom_count=phantoms, phantom_logit=-SMOOTH_SHIFT)
         w = w * sw_pair
     else:
-        w = segment_softmax(logits, qe, g.shape[0], mask=blocks.pair_mask)
+        w = segment_softmax(logits, blocks.query, g.shape[0], mask=blocks.pair_mask)
     if gate is not None:
-        ub = blocks.stack(gate)
-        w = w * blocks.pair_values(ub @ _transpose(ub))
+        w = w * gate
     o = blocks.unstack(blocks.from_pairs(w) @ blocks.stack(v))  # (E, H)
     y = layer({"w": lp["out_w"], "b": lp["out_b"]}, o, "linear", resnet=False)
     return layer_norm(g + y, lp["ln_w"], lp["ln_b"], config.ln_eps)
-
-
-def _unit_rows(x, mask):
-    """Rows divided by their L2 norm (no epsilon, as DeePMD); masked rows divided by 1."""
-    xp = B.namespace(x)
-    norm = xp.linalg.vector_norm(x, axis=-1, keepdims=True)
-    return x / xp.where(mask[:, None], norm, xp.ones_like(norm))
 
 
 def _deepmd_offset(params, config: DPA1Config, graph, atype, g, deg, table):
@@ -213,8 +219,7 @@ def _deepmd_offset(params, config: DPA1Config, graph, atype, g, deg, table):
     xp = B.namespace(g)
     n = atype.shape[0]
     shift = xp.take(params["davg"], atype, axis=0) / xp.take(params["dstd"], atype, axis=0)  # (N, 4)
-    first = xp.cumulative_sum(graph.n_node) - graph.n_node  # (nf,) first node of each frame
-    pad_type = B.gather(atype, B.gather(first, node_frame(graph.n_node, n)))
+    pad_type = B.gather(atype, frame_first_node(graph.n_node, n))
     g_pad = embed_neighbors(params, config, -shift[:, 0], xp.take(table, pad_type, axis=0),
                             xp.take(table, atype, axis=0))  # (N, ng)
     for lp in params["attention"]:

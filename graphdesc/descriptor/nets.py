@@ -14,7 +14,7 @@ import math
 from .. import _backend as B
 from .config import DPA1Config
 
-__all__ = ["activation", "layer", "embedding_net", "layer_norm", "type_table"]
+__all__ = ["activation", "layer", "embedding_net", "layer_norm", "unit_rows", "type_table"]
 
 
 def activation(name: str, x):
@@ -72,6 +72,14 @@ def layer_norm(x, weight, bias, eps: float):
     centered = x - mean
     var = xp.mean(centered * centered, axis=-1, keepdims=True)
     return centered / xp.sqrt(var + eps) * weight + bias
+
+
+def unit_rows(x, mask):
+    """``x (..., F)`` divided by its row L2 norms, no epsilon (as DeePMD); rows where
+    ``mask (...)`` is False are divided by 1: their values never matter, only their finiteness."""
+    xp = B.namespace(x)
+    norm = xp.linalg.vector_norm(x, axis=-1, keepdims=True)
+    return x / xp.where(mask[..., None], norm, xp.ones_like(norm))
 
 
 def type_table(params: dict, config: DPA1Config):

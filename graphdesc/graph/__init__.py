@@ -4,7 +4,7 @@ from .build import batch_graphs, build_graph
 from .container import NeighborGraph, num_nodes
 from .forces import edge_force_virial
 from .layout import from_dense_quartet, to_dense, to_quartet, to_static, truncate
-from .validate import node_frame, validate
+from .validate import frame_first_node, node_frame, validate
 
 __all__ = [
     "NeighborGraph",
@@ -12,6 +12,7 @@ __all__ = [
     "batch_graphs",
     "validate",
     "node_frame",
+    "frame_first_node",
     "num_nodes",
     "truncate",
     "to_static",

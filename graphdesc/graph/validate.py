@@ -6,12 +6,19 @@ from .. import _backend as B
 from .._checks import check_float
 from .container import NeighborGraph, num_nodes
 
-__all__ = ["validate", "node_frame"]
+__all__ = ["validate", "node_frame", "frame_first_node"]
 
 
 def node_frame(n_node, num_nodes):
     """``(N,)`` frame index of every node, from ``n_node (nf,)``."""
     return B.repeat(B.arange(n_node.shape[0], n_node), n_node, num_nodes)
+
+
+def frame_first_node(n_node, num_nodes):
+    """``(N,)`` index of the first node of every node's frame, from ``n_node (nf,)``."""
+    xp = B.namespace(n_node)
+    first = xp.cumulative_sum(n_node) - n_node  # (nf,)
+    return B.gather(first, node_frame(n_node, num_nodes))
 
 
 def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None, padding_zero: bool = True) -> None:
