@@ -66,7 +66,6 @@ def _converter(name):
     if name == "torch":
         import torch
 
-        torch.set_num_threads(max(torch.get_num_threads(), 1))
         return torch.from_numpy
     if name == "jax":
         import jax

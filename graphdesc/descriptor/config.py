@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
+
 __all__ = ["DPA1Config", "ACTIVATIONS"]
 
 #: Activation names accepted by ``activation_function`` (DeePMD spellings).
@@ -185,18 +187,12 @@ class DPA1Config:
 
 
 def _int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) and not _is_integer_like(value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
-
-
-def _is_integer_like(value):
-    import numpy as np
-
-    return isinstance(value, np.integer)
 
 
 def _float(name, value):

@@ -41,13 +41,14 @@ def compute_stats(config: DPA1Config, samples):
     for graph, atype in samples:
         if not isinstance(graph, NeighborGraph):
             raise TypeError(f"samples must yield (NeighborGraph, atype) pairs, got {type(graph).__name__}")
+        types = B.to_numpy(atype)
+        if num_nodes(graph) != len(types):
+            raise ValueError(f"atype has {len(types)} entries but the graph has {num_nodes(graph)} nodes")
         g = truncate(graph, sel)
         env, _ = env_matrix(g.edge_vec, g.edge_mask, config)
         env = np.asarray(B.to_numpy(env), dtype=np.float64)
-        ctype = B.to_numpy(atype)[B.to_numpy(g.dst)]
-        if num_nodes(g) != len(B.to_numpy(atype)):
-            raise ValueError(f"atype has {len(B.to_numpy(atype))} entries but the graph has {num_nodes(g)} nodes")
-        centers += np.bincount(B.to_numpy(atype), minlength=ntypes)[:ntypes]
+        ctype = types[B.to_numpy(g.dst)]
+        centers += np.bincount(types, minlength=ntypes)[:ntypes]
         for channel, cols in ((0, env[:, :1]), (1, env[:, 1:])):
             sums[:, channel] += np.bincount(ctype, cols.sum(axis=1), minlength=ntypes)[:ntypes]
             squares[:, channel] += np.bincount(ctype, (cols * cols).sum(axis=1), minlength=ntypes)[:ntypes]
