@@ -43,7 +43,7 @@ class DPA1Descriptor(nn.Module):
         self.config = config
         params = init_params(config, seed) if params is None else params
         dtype = getattr(torch, config.precision)
-        self._template = tree_map(lambda a: None, params)  # structure only
+        self._template = tree_map(lambda a: 0, params)  # structure only; leaves in tree_leaves order
         self._names = []
         for name, value in tree_leaves(params):
             tensor = torch.as_tensor(B.to_numpy(value), dtype=dtype).clone()
@@ -57,8 +57,8 @@ class DPA1Descriptor(nn.Module):
 
     def params(self) -> dict:
         """The parameter tree, holding this module's tensors (gradients flow)."""
-        lookup = {name: getattr(self, key) for name, key in self._names}
-        return _fill(self._template, lookup)
+        leaves = iter([getattr(self, key) for _, key in self._names])
+        return tree_map(lambda _: next(leaves), self._template)
 
     def forward(self, graph: NeighborGraph, atype: torch.Tensor, *, deepmd_compat: bool = False,
                 static: bool = False):
@@ -98,10 +98,3 @@ class DPA1Descriptor(nn.Module):
         c = self.config
         return f"ntypes={c.ntypes}, sel={c.sel}, rcut={c.rcut}, neuron={list(c.neuron)}, attn_layer={c.attn_layer}"
 
-
-def _fill(template, lookup, prefix=""):
-    if isinstance(template, dict):
-        return {k: _fill(v, lookup, f"{prefix}{k}.") for k, v in template.items()}
-    if isinstance(template, list):
-        return [_fill(v, lookup, f"{prefix}{i}.") for i, v in enumerate(template)]
-    return lookup.get(prefix[:-1])

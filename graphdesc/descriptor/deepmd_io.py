@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _backend as B
 from .config import DPA1Config
 from .params import tree_map
 
@@ -126,8 +127,6 @@ def params_to_deepmd(config: DPA1Config, params: dict) -> dict:
     ``DescrptDPA1.deserialize`` accepts it; statistics are tiled over the
     ``sel`` slots. Arrays are numpy in ``config.precision``.
     """
-    from .. import _backend as B
-
     p = tree_map(lambda a: np.asarray(B.to_numpy(a), dtype=config.precision), params)
     prec = config.precision
 
