@@ -200,17 +200,19 @@ def repeat(x, repeats, total):
     return np.repeat(x, repeats)
 
 
-def to_size(x):
-    """A 0-d non-negative integer array as a size for shapes.
+def to_size(x, minimum: int = 0):
+    """A 0-d integer array ``>= minimum`` (the caller guarantees it) as a size for shapes.
 
     Eager: a Python int. Under torch.export / make_fx: an unbacked SymInt,
-    declared non-negative so it can size tensors.
+    declared ``>= minimum`` so it can size tensors (``minimum=2`` also tells
+    the compiler that the size is never 1, which matmul lowerings ask).
     """
     if backend_name(x) == "torch":
         import torch
 
         size = x.item()
-        torch._check(size >= 0)
+        # recorded as an op in traced graphs, so the range survives re-export
+        torch._constrain_as_size(size, min=minimum)
         return size
     return int(x)
 

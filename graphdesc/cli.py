@@ -29,6 +29,61 @@ def _demo(args) -> int:
     return 0
 
 
+def _load_model(path):
+    """An EnergyModel from a graphdesc checkpoint (.npz) or a DeePMD-kit model file."""
+    from pathlib import Path
+
+    from .torch import EnergyModel
+
+    if Path(path).suffix == ".npz":
+        return EnergyModel.load(path)
+    return EnergyModel.from_deepmd(path)
+
+
+def _export(args) -> int:
+    from .export import export_package
+
+    model = _load_model(args.model)
+    print(f"graphdesc {__version__} export: {args.model} -> {args.output} ({args.device}, "
+          f"{args.dtype or model.config.precision})", flush=True)
+    path = export_package(model, args.output, device=args.device, dtype=args.dtype,
+                          progress=lambda msg: print(msg, flush=True))
+    print(f"wrote {path}")
+    return 0
+
+
+def _eval(args) -> int:
+    import numpy as np
+    from ase.io import read
+
+    from .ase import Calculator
+
+    source = args.model if args.model.endswith(".pt2") else _load_model(args.model)
+    calc = Calculator(source, type_map=args.type_map.split(",") if args.type_map else None)
+    frames = read(args.structure, index=args.index)
+    frames = frames if isinstance(frames, list) else [frames]
+    results = []
+    for i, atoms in enumerate(frames):
+        atoms.calc = calc
+        energy = atoms.get_potential_energy()
+        forces = atoms.get_forces()
+        row = {"frame": i, "natoms": len(atoms), "energy": energy, "energy_per_atom": energy / len(atoms),
+               "forces": forces.tolist()}
+        if atoms.pbc.all():
+            row["stress"] = atoms.get_stress().tolist()
+        results.append(row)
+        print(f"frame {i}: {len(atoms)} atoms  energy {energy:.10f} eV  ({energy / len(atoms):.10f} eV/atom)  "
+              f"max |F| {np.abs(forces).max():.6f} eV/A")
+        if args.forces:
+            for symbol, f in zip(atoms.get_chemical_symbols(), forces):
+                print(f"  {symbol:3s} {f[0]: .10f} {f[1]: .10f} {f[2]: .10f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphdesc", description=__doc__)
     parser.add_argument("--version", action="version", version=f"graphdesc {__version__}")
@@ -42,6 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--repeats", type=int, default=2, help="timed runs per path (default 2)")
     demo.add_argument("--json", metavar="PATH", help="also write the table as JSON")
     demo.set_defaults(func=_demo)
+
+    export = sub.add_parser("export", help="compile a model to an AOTInductor .pt2 package for MD codes",
+                            description="Trace energy + forces (make_fx), export (torch.export) and compile "
+                                        "(AOTInductor) a model to a .pt2 package; N, E and frames stay dynamic.")
+    export.add_argument("model", help="graphdesc checkpoint (.npz) or DeePMD-kit model (.pkl/.json/.yaml/.dp)")
+    export.add_argument("-o", "--output", required=True, metavar="OUT.pt2", help="package to write")
+    export.add_argument("--device", default="cpu", help="cpu or cuda (default cpu): where the package runs")
+    export.add_argument("--dtype", choices=["float64", "float32"], help="package precision (default: the model's)")
+    export.set_defaults(func=_export)
+
+    ev = sub.add_parser("eval", help="energies and forces of a structure file (any ASE-readable format)",
+                        description="Evaluate a model or .pt2 package on every frame of a structure file.")
+    ev.add_argument("model", metavar="MODEL_OR_PT2", help="checkpoint (.npz), DeePMD-kit model file or .pt2 package")
+    ev.add_argument("structure", metavar="STRUCTURE_FILE", help="structure file readable by ase.io.read")
+    ev.add_argument("--index", default=":", help="frames to read, ASE syntax (default ':' = all)")
+    ev.add_argument("--type-map", help="comma-separated element per model type (default: the model's type_map)")
+    ev.add_argument("--forces", action="store_true", help="also print every atom's force")
+    ev.add_argument("--json", metavar="PATH", help="write energies, forces (and stress) as JSON")
+    ev.set_defaults(func=_eval)
     return parser
 
 

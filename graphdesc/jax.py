@@ -1,13 +1,16 @@
-"""JAX shell: ``NeighborGraph`` as a pytree and a jitted DPA1 on the shape-static layout."""
+"""JAX shell: ``NeighborGraph`` as a pytree; jitted DPA1 and energy model on the shape-static layout."""
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from .descriptor import DPA1Config, dpa1_graph
 from .graph.container import NeighborGraph
+from .graph.forces import edge_force_virial
+from .model import EnergyConfig, atom_energy, frame_energy
 
-__all__ = ["dpa1_jit"]
+__all__ = ["dpa1_jit", "energy_jit"]
 
 jax.tree_util.register_pytree_node(
     NeighborGraph,
@@ -31,3 +34,28 @@ def dpa1_jit(config: DPA1Config, *, deepmd_compat: bool = False):
         return dpa1_graph(params, config, graph, atype, deepmd_compat=deepmd_compat, static=True)
 
     return descriptor
+
+
+def energy_jit(config: EnergyConfig):
+    """A jitted ``f(params, graph, atype) -> dict`` of energies, forces and virials.
+
+    Same outputs as :meth:`graphdesc.torch.EnergyModel.forward`; forces from
+    ``jax.grad`` of the total energy w.r.t. ``edge_vec``. ``graph`` must be in
+    the shape-static layout with ``config.descriptor.sel`` slots.
+    """
+    if not isinstance(config, EnergyConfig):
+        raise TypeError(f"config must be an EnergyConfig, got {type(config).__name__}")
+
+    @jax.jit
+    def evaluate(params, graph: NeighborGraph, atype):
+        def total(vec):
+            atom_e = atom_energy(params, config, graph.replace(edge_vec=vec), atype, static=True)
+            energy = frame_energy(atom_e, graph.n_node)
+            return jnp.sum(energy), (energy, atom_e)
+
+        g, (energy, atom_e) = jax.grad(total, has_aux=True)(graph.edge_vec)
+        force, atom_virial, virial = edge_force_virial(g, graph, atype.shape[0])
+        return {"energy": energy, "atom_energy": atom_e, "force": force, "virial": virial,
+                "atom_virial": atom_virial}
+
+    return evaluate

@@ -21,7 +21,7 @@ import math
 from . import _backend as B
 from ._checks import check_float, check_ids, check_mask, check_size, leading_dim
 
-__all__ = ["segment_sum", "segment_max", "segment_softmax"]
+__all__ = ["segment_sum", "segment_max", "segment_softmax", "masked_softmax"]
 
 
 def _prepare(data, segment_ids, num_segments, mask, *, floating=True, name="data"):
@@ -155,23 +155,71 @@ def segment_softmax(
         caller's data and propagate.
     """
     xp, valid = _prepare(logits, segment_ids, num_segments, mask, name="logits")
-    frozen = _masked(xp, valid, B.stop_gradient(logits), -math.inf)
-    top = B.scatter_max(frozen, segment_ids, num_segments)  # (S, *F), -inf where empty
+    phantom = None
     if phantom_count is not None:
-        count = _check_phantom(xp, phantom_count, num_segments, top)
-        p = B.stop_gradient(_per_segment(xp, phantom_logit, top))
+        like = logits[:1]  # (1, *F): the rank of the (S, *F) per-segment arrays
+        phantom = (_check_phantom(xp, phantom_count, num_segments, like), _per_segment(xp, phantom_logit, like))
+    return _softmax(
+        xp, logits, valid, phantom,
+        reduce_max=lambda x: B.scatter_max(x, segment_ids, num_segments),
+        reduce_sum=lambda x: B.scatter_add(x, segment_ids, num_segments),
+        spread=lambda x: B.gather(x, segment_ids),
+    )
+
+
+def masked_softmax(logits, mask, *, phantom_count=None, phantom_logit=0.0):
+    """Softmax over the last axis, mask-safe: the dense sibling of :func:`segment_softmax`.
+
+    Same formula and rules (masked entries get exactly 0 and no gradient,
+    whatever they hold; signed phantom terms; fully masked rows give 0),
+    for rows laid out densely, e.g. attention blocks ``(N, D, D)``.
+
+    Args:
+        logits: ``(..., K)`` float array.
+        mask: ``(..., K)`` bool (broadcastable), True for real entries.
+        phantom_count: optional count per row, broadcastable to ``(..., 1)``.
+        phantom_logit: scalar phantom logit ``p``.
+
+    Returns:
+        ``(..., K)`` weights.
+    """
+    xp = B.namespace(logits, mask)
+    check_float("logits", logits)
+    phantom = None
+    if phantom_count is not None:
+        count = xp.asarray(phantom_count, dtype=logits.dtype, device=B.device(logits))
+        phantom = (count, xp.asarray(phantom_logit, dtype=logits.dtype, device=B.device(logits)))
+    return _softmax(
+        xp, logits, mask, phantom,
+        reduce_max=lambda x: xp.max(x, axis=-1, keepdims=True),
+        reduce_sum=lambda x: xp.sum(x, axis=-1, keepdims=True),
+        spread=lambda x: x,
+    )
+
+
+def _softmax(xp, logits, valid, phantom, *, reduce_max, reduce_sum, spread):
+    """The softmax formula, shared by the segment and dense layouts.
+
+    ``reduce_*`` map entries to their groups (rows/segments), ``spread`` maps
+    per-group values back onto the entries; ``phantom`` is ``(count, logit)``
+    per group, or None.
+    """
+    frozen = _masked(xp, valid, B.stop_gradient(logits), -math.inf)
+    top = reduce_max(frozen)  # -inf where empty
+    if phantom is not None:
+        count, p = phantom[0], B.stop_gradient(phantom[1])
         top = xp.where(count > 0, xp.maximum(top, p), top)
     top = xp.where(top == -math.inf, _zero(xp, top), top)  # empty: any finite shift
     # Masked entries are shifted to exp(0), then zeroed: no inf * 0 reaches the
     # backward pass, whatever the masked logit held.
-    shifted = _masked(xp, valid, logits - B.gather(top, segment_ids), 0.0)
+    shifted = _masked(xp, valid, logits - spread(top), 0.0)
     e = _masked(xp, valid, xp.exp(shifted), 0.0)
-    denom = B.scatter_add(e, segment_ids, num_segments)
-    if phantom_count is not None:
-        with_phantoms = denom + count * xp.exp(_per_segment(xp, phantom_logit, top) - top)
+    denom = reduce_sum(e)
+    if phantom is not None:
+        with_phantoms = denom + count * xp.exp(p - top)
         denom = xp.where(with_phantoms > 0, with_phantoms, denom)
     denom = xp.where(denom > 0, denom, xp.ones_like(denom))
-    return e / B.gather(denom, segment_ids)
+    return e / spread(denom)
 
 
 def _check_phantom(xp, phantom_count, num_segments, like):

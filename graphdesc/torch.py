@@ -1,9 +1,13 @@
-"""Torch shell: :class:`DPA1Descriptor`, an ``nn.Module`` over the functional DPA1 core.
+"""Torch shells: ``nn.Module`` s over the functional core, with no math of their own.
 
-It holds the parameters (trainable ``nn.Parameter``) and the statistics
-(buffers) and calls :func:`graphdesc.descriptor.dpa1_graph`; it contains no
-math of its own. ``.to(device)`` and ``.to(torch.float32)`` work as usual:
-inputs must then use the same device and float dtype.
+* :class:`DPA1Descriptor` -- the descriptor; ``forward(graph, atype)``.
+* :class:`EnergyModel` -- descriptor + fitting net; ``forward(graph, atype)``
+  returns energies, forces and virials (``autograd.grad`` w.r.t. ``edge_vec``).
+
+Both hold their parameter tree as ``nn.Parameter`` s and the statistics
+(``davg``, ``dstd``, ``bias_atom_e``) as buffers. ``.to(device)`` and
+``.to(torch.float64/float32)`` work as usual: inputs must then use the same
+device and float dtype.
 """
 
 from __future__ import annotations
@@ -17,13 +21,54 @@ from . import _backend as B
 from .descriptor import DPA1Config, compute_stats, dpa1_graph, init_params, load_deepmd, params_to_deepmd
 from .descriptor.params import tree_leaves, tree_map
 from .graph.container import NeighborGraph
+from .graph.forces import edge_force_virial
+from .model import EnergyConfig, atom_energy, frame_energy, init_model_params, load_model, model_from_deepmd, save_model
 
-__all__ = ["DPA1Descriptor"]
+__all__ = ["DPA1Descriptor", "EnergyModel", "energy_and_forces"]
 
-_STATS = ("davg", "dstd")
+_BUFFERS = ("davg", "dstd", "bias_atom_e")  # statistics: set from data, not trained by gradients
 
 
-class DPA1Descriptor(nn.Module):
+class _ParamTree(nn.Module):
+    """Holds a parameter tree: leaves named in ``_BUFFERS`` become buffers, the rest
+    ``nn.Parameter`` s (LayerNorm ones frozen unless ``trainable_ln``)."""
+
+    def __init__(self, params: dict, dtype: torch.dtype, trainable_ln: bool):
+        super().__init__()
+        self._template = tree_map(lambda a: 0, params)  # structure only; leaves in tree_leaves order
+        self._keys = []
+        for name, value in tree_leaves(params):
+            tensor = torch.as_tensor(B.to_numpy(value), dtype=dtype).clone()
+            key = name.replace(".", "__")
+            self._keys.append(key)
+            leaf = name.split(".")[-1]
+            if leaf in _BUFFERS:
+                self.register_buffer(key, tensor)
+            else:
+                trainable = trainable_ln or not leaf.startswith("ln_")
+                self.register_parameter(key, nn.Parameter(tensor, requires_grad=trainable))
+
+    def params(self) -> dict:
+        """The parameter tree, holding this module's tensors (gradients flow)."""
+        leaves = iter([getattr(self, key) for key in self._keys])
+        return tree_map(lambda _: next(leaves), self._template)
+
+    def _set_buffer(self, key: str, value, name: str, positive: bool = False) -> None:
+        buf = getattr(self, key)
+        value = torch.as_tensor(B.to_numpy(value), dtype=buf.dtype, device=buf.device)
+        if value.shape != buf.shape:
+            raise ValueError(f"{name} must have shape {tuple(buf.shape)}, got {tuple(value.shape)}")
+        if not bool(torch.all(torch.isfinite(value))):
+            raise ValueError(f"{name} must be finite")
+        if positive and not bool(torch.all(value > 0)):
+            raise ValueError(f"{name} must be > 0 everywhere")
+        buf.copy_(value)
+
+    def _precision(self) -> str:
+        return str(getattr(self, self._keys[0]).dtype).removeprefix("torch.")
+
+
+class DPA1Descriptor(_ParamTree):
     """The DPA1 descriptor as a torch module.
 
     Args:
@@ -37,51 +82,26 @@ class DPA1Descriptor(nn.Module):
     """
 
     def __init__(self, config: DPA1Config, params: dict | None = None, *, seed: int = 0):
-        super().__init__()
         if not isinstance(config, DPA1Config):
             raise TypeError(f"config must be a DPA1Config, got {type(config).__name__}")
-        self.config = config
         params = init_params(config, seed) if params is None else params
-        dtype = getattr(torch, config.precision)
-        self._template = tree_map(lambda a: 0, params)  # structure only; leaves in tree_leaves order
-        self._names = []
-        for name, value in tree_leaves(params):
-            tensor = torch.as_tensor(B.to_numpy(value), dtype=dtype).clone()
-            key = name.replace(".", "__")
-            self._names.append((name, key))
-            if name in _STATS:
-                self.register_buffer(key, tensor)
-            else:
-                trainable = config.trainable_ln or not name.split(".")[-1].startswith("ln_")
-                self.register_parameter(key, nn.Parameter(tensor, requires_grad=trainable))
-
-    def params(self) -> dict:
-        """The parameter tree, holding this module's tensors (gradients flow)."""
-        leaves = iter([getattr(self, key) for _, key in self._names])
-        return tree_map(lambda _: next(leaves), self._template)
+        super().__init__(params, getattr(torch, config.precision), config.trainable_ln)
+        self.config = config
 
     def forward(self, graph: NeighborGraph, atype: torch.Tensor, *, deepmd_compat: bool = False,
                 static: bool = False):
         """``(descriptor (N, dim_out), rot_mat (N, ng, 3))``; see :func:`~graphdesc.descriptor.dpa1_graph`."""
         return dpa1_graph(self.params(), self.config, graph, atype, deepmd_compat=deepmd_compat, static=static)
 
-    # -- statistics ------------------------------------------------------------
     def set_stats(self, davg, dstd) -> None:
         """Install ``davg``/``dstd`` of shape ``(ntypes, 4)``."""
-        for name, value in (("davg", davg), ("dstd", dstd)):
-            buf = getattr(self, name)
-            value = torch.as_tensor(B.to_numpy(value), dtype=buf.dtype, device=buf.device)
-            if value.shape != buf.shape:
-                raise ValueError(f"{name} must have shape {tuple(buf.shape)}, got {tuple(value.shape)}")
-            if name == "dstd" and not bool(torch.all(value > 0)):
-                raise ValueError("dstd must be > 0 everywhere")
-            buf.copy_(value)
+        self._set_buffer("davg", davg, "davg")
+        self._set_buffer("dstd", dstd, "dstd", positive=True)
 
     def compute_stats(self, samples) -> None:
         """Compute and install statistics from ``(graph, atype)`` samples (DeePMD's rule)."""
         self.set_stats(*compute_stats(self.config, samples))
 
-    # -- DeePMD-kit interchange -------------------------------------------------
     @classmethod
     def from_deepmd(cls, source) -> DPA1Descriptor:
         """Build from a DeePMD-kit DPA1 dict or model file (see :func:`~graphdesc.descriptor.load_deepmd`)."""
@@ -90,11 +110,102 @@ class DPA1Descriptor(nn.Module):
 
     def to_deepmd(self) -> dict:
         """DeePMD-kit's ``DescrptDPA1.serialize()`` dict, in this module's current precision."""
-        precision = str(self.davg.dtype).removeprefix("torch.")
-        config = dataclasses.replace(self.config, precision=precision)
+        config = dataclasses.replace(self.config, precision=self._precision())
         return params_to_deepmd(config, self.params())
 
     def extra_repr(self) -> str:
         c = self.config
         return f"ntypes={c.ntypes}, sel={c.sel}, rcut={c.rcut}, neuron={list(c.neuron)}, attn_layer={c.attn_layer}"
 
+
+class EnergyModel(_ParamTree):
+    """A DPA1 energy model: descriptor + DeePMD-kit's energy fitting net.
+
+    Args:
+        config: an :class:`~graphdesc.model.EnergyConfig`.
+        params: a model tree ``{"descriptor", "fitting"}`` (any array library);
+            default :func:`~graphdesc.model.init_model_params` with ``seed``.
+        seed: initialization seed when ``params`` is None.
+
+    ``forward(graph, atype)`` returns a dict of ``energy (nf,)``,
+    ``atom_energy (N,)`` and, with ``forces=True`` (default), ``force (N, 3)``,
+    ``virial (nf, 3, 3)`` and ``atom_virial (N, 3, 3)``. Virials follow
+    DeePMD's sign: ``virial = -dE/d(strain)``, so ``stress = -virial / volume``.
+    """
+
+    def __init__(self, config: EnergyConfig, params: dict | None = None, *, seed: int = 0):
+        if not isinstance(config, EnergyConfig):
+            raise TypeError(f"config must be an EnergyConfig, got {type(config).__name__}")
+        params = init_model_params(config, seed) if params is None else params
+        super().__init__(params, getattr(torch, config.precision), config.descriptor.trainable_ln)
+        self.config = config
+
+    def atom_energy(self, graph: NeighborGraph, atype: torch.Tensor, *, static: bool = False):
+        """``(N,)`` atom energies (no forces)."""
+        return atom_energy(self.params(), self.config, graph, atype, static=static)
+
+    def forward(self, graph: NeighborGraph, atype: torch.Tensor, *, forces: bool = True, static: bool = False,
+                create_graph: bool | None = None) -> dict:
+        """Energies, and forces and virials from ``autograd.grad`` w.r.t. ``graph.edge_vec``.
+
+        Args:
+            graph: compact graph (or shape-static layout with ``static=True``).
+            atype: ``(N,)`` int64 atom types.
+            forces: also compute ``force``, ``virial``, ``atom_virial``.
+            create_graph: keep the force graph for a force/virial loss; default
+                ``self.training``.
+        """
+        create_graph = self.training if create_graph is None else create_graph
+        return energy_and_forces(self, graph, atype, forces=forces, static=static, create_graph=create_graph)
+
+    def compute_stats(self, samples) -> None:
+        """Compute and install the descriptor statistics from ``(graph, atype)`` samples."""
+        davg, dstd = compute_stats(self.config.descriptor, samples)
+        self._set_buffer("descriptor__davg", davg, "davg")
+        self._set_buffer("descriptor__dstd", dstd, "dstd", positive=True)
+
+    def set_energy_bias(self, bias) -> None:
+        """Install the per-type energy shift ``bias_atom_e (ntypes,)``."""
+        self._set_buffer("fitting__bias_atom_e", bias, "bias_atom_e")
+
+    @classmethod
+    def from_deepmd(cls, source) -> EnergyModel:
+        """Build from a DeePMD-kit energy model dict or file (see :func:`~graphdesc.model.model_from_deepmd`)."""
+        return cls(*model_from_deepmd(source))
+
+    def save(self, path, *, extra: dict | None = None):
+        """Write a one-file checkpoint (config, parameters, statistics); returns its path."""
+        config = dataclasses.replace(
+            self.config, descriptor=dataclasses.replace(self.config.descriptor, precision=self._precision()))
+        return save_model(path, config, self.params(), extra=extra)
+
+    @classmethod
+    def load(cls, path) -> EnergyModel:
+        """A model from a checkpoint written by :meth:`save` (or :func:`~graphdesc.model.save_model`)."""
+        config, params, _ = load_model(path)
+        return cls(config, params)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"ntypes={c.ntypes}, rcut={c.rcut}, sel={c.descriptor.sel}, attn_layer={c.descriptor.attn_layer}, "
+                f"fitting={list(c.neuron)}, mixed_types={c.mixed_types}, deepmd_compat={c.deepmd_compat}")
+
+
+def energy_and_forces(model: EnergyModel, graph: NeighborGraph, atype: torch.Tensor, *, forces: bool = True,
+                      static: bool = False, create_graph: bool = False) -> dict:
+    """The model's outputs on ``graph`` (see :meth:`EnergyModel.forward`); traceable for export."""
+    n = atype.shape[0]
+    vec = graph.edge_vec
+    with torch.enable_grad():
+        if forces and not vec.requires_grad:
+            vec = vec.detach().requires_grad_(True)
+            graph = graph.replace(edge_vec=vec)
+        atom_e = model.atom_energy(graph, atype, static=static)
+        energy = frame_energy(atom_e, graph.n_node)
+        out = {"energy": energy, "atom_energy": atom_e}
+        if not forces:
+            return out
+        (g,) = torch.autograd.grad(energy.sum(), vec, create_graph=create_graph, allow_unused=True,
+                                   materialize_grads=True)
+    out["force"], out["atom_virial"], out["virial"] = edge_force_virial(g, graph, n)
+    return out

@@ -13,7 +13,7 @@ logit), so graph == dense whenever ``deg <= sel``, and an edge entering at
 stays continuous as edges cross ``rcut``; the denominator stays positive
 because every smooth logit is >= -20 whenever ``|alpha q.k| < 20`` (always true
 with ``normalize`` and ``|alpha| < 20``). Should it ever reach <= 0, the
-phantom terms of that row are dropped (``segment_softmax``'s rule): never NaN.
+phantom terms of that row are dropped (``masked_softmax``'s rule): never NaN.
 
 Contraction: each real edge contributes ``G_j (x) E_j / dstd[t_i]``, which
 vanishes at ``rcut`` with the switch, so the descriptor is continuous as edges
@@ -25,11 +25,12 @@ not the frame's first atom's crosses ``rcut``. ``deepmd_compat=True`` adds
 that term back, so DeePMD-kit models give DeePMD-kit's numbers. With
 ``davg = 0`` (fresh models, ``set_davg_zero``) both agree.
 
-Memory: per-pair tensors are scalars only. Each center's edges form one block
-of a batched matmul (``(N, D, H)`` with ``D`` the largest degree, or ``sel``
-in the shape-static layout), which gives the pair logits and applies the
-pair weights to the values; nothing of shape ``(P, H)`` or ``(P, ng)``
-is built.
+Memory: per-pair quantities are scalars only. Each center's edges form one
+block of a batched matmul (``(N, D, H)`` with ``D`` the largest degree, or
+``sel`` in the shape-static layout): the pair logits, weights, switches and
+gates are ``(N, D, D)`` block matrices, normalized by ``masked_softmax``
+over the real keys of each row; no pair index list and nothing of shape
+``(P, H)`` or ``(P, ng)`` is built.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ from __future__ import annotations
 from .. import _backend as B
 from ..graph.container import NeighborGraph
 from ..graph.validate import frame_first_node, validate
-from ..pairs import center_edge_pairs
-from ..segment import segment_softmax, segment_sum
+from ..segment import masked_softmax, segment_sum
 from .config import DPA1Config
 from .envmat import env_matrix, normalize_env, unit_angular
 from .nets import embed_neighbors, layer, layer_norm, type_table, unit_rows
@@ -87,7 +87,7 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
                         xp.take(table, center_type, axis=0))  # (E, ng)
     deg = segment_sum(xp.astype(mask, xp.int64), dst, n)  # (N,)
     if config.attn_layer:
-        blocks = _Blocks(graph, deg, n, sel if static else None)
+        blocks = _Blocks(graph, deg, n, sel if static else None, g.dtype)
         pair_terms = _pair_terms(config, blocks, sw, rt)
         for lp in params["attention"]:
             g = _attention_layer(lp, config, g, blocks, *pair_terms)
@@ -96,19 +96,19 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
     gr = segment_sum(xp.reshape(g[:, :, None] * rows[:, None, :], (g.shape[0], 4 * config.ng)), dst, n)
     gr = xp.reshape(gr, (n, config.ng, 4)) / sel
     if deepmd_compat:
-        gr = gr - _deepmd_offset(params, config, graph, atype, g, deg, table)
+        gr = gr - _deepmd_offset(params, config, graph, atype, g, table)
     return readout(gr, table, atype, config)
 
 
 class _Blocks:
     """Center-major blocks: edge ``e`` sits in row ``slot[e]`` of block ``dst[e]``.
 
-    ``width`` is ``sel`` in the static layout, else the largest degree. The
-    center-edge pairs ``(query, key)`` of real edges address the flat
-    ``(N * width * width)`` block logits at ``pair_cell``.
+    ``width`` is ``sel`` in the static layout, else the largest degree. Attention
+    runs on the ``(N, width, width)`` block matrices; ``valid (N, width)`` marks
+    the rows that hold a real edge.
     """
 
-    def __init__(self, graph, deg, n, static_nnei):
+    def __init__(self, graph, deg, n, static_nnei, dtype):
         xp = B.namespace(graph.edge_vec)
         mask, dst = graph.edge_mask, graph.dst
         e = mask.shape[0]
@@ -116,15 +116,15 @@ class _Blocks:
             width = static_nnei
             slot = B.arange(e, dst) % width
         else:
-            # at least 1, so that masked edges (which read row 0) always have a row
-            width = B.to_size(xp.max(xp.concat([deg, xp.ones((1,), dtype=deg.dtype, device=B.device(deg))])))
+            # at least 2: masked edges (which read row 0) always have a row, and a
+            # width never 1 spares compilers a data-dependent branch on it
+            two = xp.full((1,), 2, dtype=deg.dtype, device=B.device(deg))
+            width = B.to_size(xp.max(xp.concat([deg, two])), minimum=2)
             slot = _rank_in_center(dst, mask, deg, n)
         self.n, self.width, self.mask, self.deg, self.dst = n, width, mask, deg, dst
         self.row = dst * width + slot  # (E,) row in the (N * width) stacked blocks
         self.row = xp.where(mask, self.row, xp.zeros_like(self.row))
-        query, key, pair_mask = center_edge_pairs(dst, mask, n, static_nnei=static_nnei)
-        self.query, self.key, self.pair_mask = query, key, pair_mask
-        self.pair_cell = B.gather(self.row, query) * width + B.gather(slot, key)
+        self.valid = self.stack(xp.astype(mask, dtype)[:, None])[..., 0] > 0  # (N, width)
 
     def stack(self, x):
         """Edge rows ``(E, F)`` -> blocks ``(N, width, F)``; empty rows 0."""
@@ -132,22 +132,14 @@ class _Blocks:
         out = segment_sum(x, self.row, self.n * self.width, mask=self.mask)
         return xp.reshape(out, (self.n, self.width, x.shape[-1]))
 
-    def pair_values(self, cells):
-        """Per-pair scalars read from block matrices ``(N, width, width)``: ``(P,)``."""
-        xp = B.namespace(cells)
-        return B.gather(xp.reshape(cells, (-1,)), self.pair_cell)
-
-    def from_pairs(self, w):
-        """Pair scalars ``(P,)`` -> block matrices ``(N, width, width)``; absent pairs 0."""
-        xp = B.namespace(w)
-        size = self.n * self.width * self.width
-        return xp.reshape(segment_sum(w, self.pair_cell, size, mask=self.pair_mask),
-                          (self.n, self.width, self.width))
-
     def unstack(self, blocks):
         """Blocks ``(N, width, F)`` -> edge rows ``(E, F)`` (masked edges read row 0)."""
         xp = B.namespace(blocks)
         return B.gather(xp.reshape(blocks, (self.n * self.width, blocks.shape[-1])), self.row)
+
+    def outer(self, a, b):
+        """Per-pair block matrices ``(N, width, width)`` from rows ``a, b (E, F)``: ``a_m . b_n``."""
+        return self.stack(a) @ _transpose(self.stack(b))
 
 
 def _rank_in_center(dst, mask, deg, n):
@@ -168,45 +160,47 @@ def _transpose(x):
 
 
 def _pair_terms(config: DPA1Config, blocks: _Blocks, sw, rt):
-    """The layer-independent per-pair scalars ``(P,)`` (None where unused).
+    """The layer-independent pair quantities, as blocks ``(N, width, width)`` (None where unused).
 
-    Returns ``(sw_pair, phantoms, gate)``: the switch product ``sw_q sw_k``
-    (smooth), the signed phantom count ``sel - deg`` per query edge ``(E,)``
-    (smooth) and the ``dotr`` gate ``u_q . u_k``.
+    Returns ``(pair_mask, sw_pair, phantoms, gate)``: both edges real; the
+    switch product ``sw_m sw_n`` (smooth); the signed phantom count
+    ``sel - deg`` per center, ``(N, 1, 1)`` (smooth); the ``dotr`` gate ``u_m . u_n``.
     """
+    xp = B.namespace(sw)
+    pair_mask = blocks.valid[:, :, None] & blocks.valid[:, None, :]
     sw_pair = phantoms = gate = None
     if config.smooth_type_embedding:
-        sw_pair = B.gather(sw, blocks.query) * B.gather(sw, blocks.key)
-        phantoms = B.gather(config.sel - blocks.deg, blocks.dst)
+        sw_pair = blocks.outer(sw[:, None], sw[:, None])
+        # counted from the blocks in floating point, not as ``sel - deg``: AOTInductor
+        # (torch 2.13, CPU) miscompiled that from the integer scatter behind ``deg``
+        phantoms = config.sel - xp.sum(xp.astype(blocks.valid, sw.dtype), axis=1)[:, None, None]
     if config.attn_dotr:
-        ub = blocks.stack(unit_angular(rt))
-        gate = blocks.pair_values(ub @ _transpose(ub))
-    return sw_pair, phantoms, gate
+        u = unit_angular(rt)
+        gate = blocks.outer(u, u)
+    return pair_mask, sw_pair, phantoms, gate
 
 
-def _attention_layer(lp, config: DPA1Config, g, blocks: _Blocks, sw_pair, phantoms, gate):
+def _attention_layer(lp, config: DPA1Config, g, blocks: _Blocks, pair_mask, sw_pair, phantoms, gate):
     """One gated self-attention layer with residual and LayerNorm: ``(E, ng) -> (E, ng)``."""
     h = config.attn
     qkv = layer({"w": lp["in_w"], "b": lp["in_b"]}, g, "linear", resnet=False)
     q, k, v = qkv[:, :h], qkv[:, h : 2 * h], qkv[:, 2 * h :]
     if config.normalize:
         q, k, v = (unit_rows(t, blocks.mask) for t in (q, k, v))
-    logits = blocks.pair_values(blocks.stack(q * config.alpha) @ _transpose(blocks.stack(k)))  # (P,)
+    logits = blocks.outer(q * config.alpha, k)  # (N, width, width)
     if config.smooth_type_embedding:
         logits = (logits + SMOOTH_SHIFT) * sw_pair - SMOOTH_SHIFT
-        w = segment_softmax(logits, blocks.query, g.shape[0], mask=blocks.pair_mask,
-                            phantom_count=phantoms, phantom_logit=-SMOOTH_SHIFT)
-        w = w * sw_pair
+        w = masked_softmax(logits, pair_mask, phantom_count=phantoms, phantom_logit=-SMOOTH_SHIFT) * sw_pair
     else:
-        w = segment_softmax(logits, blocks.query, g.shape[0], mask=blocks.pair_mask)
+        w = masked_softmax(logits, pair_mask)
     if gate is not None:
         w = w * gate
-    o = blocks.unstack(blocks.from_pairs(w) @ blocks.stack(v))  # (E, H)
+    o = blocks.unstack(w @ blocks.stack(v))  # (E, H)
     y = layer({"w": lp["out_w"], "b": lp["out_b"]}, o, "linear", resnet=False)
     return layer_norm(g + y, lp["ln_w"], lp["ln_b"], config.ln_eps)
 
 
-def _deepmd_offset(params, config: DPA1Config, graph, atype, g, deg, table):
+def _deepmd_offset(params, config: DPA1Config, graph, atype, g, table):
     """The part of DeePMD-kit's ``gr`` that the native contraction leaves out: ``(N, ng, 4)``.
 
     DeePMD contracts ``(E - davg) / dstd`` over all ``sel`` slots, empty ones
@@ -224,7 +218,11 @@ def _deepmd_offset(params, config: DPA1Config, graph, atype, g, deg, table):
                             xp.take(table, atype, axis=0))  # (N, ng)
     for lp in params["attention"]:
         g_pad = layer_norm(g_pad + lp["out_b"], lp["ln_w"], lp["ln_b"], config.ln_eps)
-    empty = xp.astype(xp.maximum(config.sel - deg, xp.zeros_like(deg)), g.dtype)
+    # the count of real edges is taken again, in floating point, rather than from the
+    # integer ``deg``: AOTInductor (torch 2.13, CPU) miscompiled ``sel - deg`` fed by the
+    # integer scatter that makes ``deg`` (wrong energies in exported packages)
+    real = segment_sum(xp.astype(graph.edge_mask, g.dtype), graph.dst, n)
+    empty = xp.maximum(config.sel - real, xp.zeros_like(real))
     total = segment_sum(g, graph.dst, n, mask=graph.edge_mask) + empty[:, None] * g_pad  # (N, ng)
     return total[:, :, None] * shift[:, None, :] / config.sel
 

@@ -21,7 +21,7 @@ import numpy as np
 from .. import _backend as B
 from .config import DPA1Config
 
-__all__ = ["init_params", "cast_params", "tree_map", "tree_leaves", "params_dtype"]
+__all__ = ["init_params", "cast_params", "tree_map", "tree_leaves", "tree_from_leaves", "params_dtype"]
 
 
 def init_params(config: DPA1Config, seed: int = 0) -> dict:
@@ -83,6 +83,32 @@ def tree_leaves(tree, prefix: str = ""):
     if isinstance(tree, (list, tuple)):
         return [leaf for i, v in enumerate(tree) for leaf in tree_leaves(v, f"{prefix}{i}.")]
     return [] if tree is None else [(prefix[:-1], tree)]
+
+
+def tree_from_leaves(leaves) -> dict:
+    """The tree that :func:`tree_leaves` flattened: ``[(dotted_name, array), ...] -> dict``.
+
+    Integer name components become list positions (lists must be complete).
+    """
+    root: dict = {}
+    for name, value in leaves:
+        *path, last = name.split(".")
+        node = root
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+
+    def listify(node):
+        if not isinstance(node, dict):
+            return node
+        node = {k: listify(v) for k, v in node.items()}
+        if node and all(k.isdigit() for k in node):
+            if sorted(int(k) for k in node) != list(range(len(node))):
+                raise ValueError(f"incomplete list in parameter tree: indices {sorted(node)}")
+            return [node[str(i)] for i in range(len(node))]
+        return node
+
+    return listify(root)
 
 
 def cast_params(params: dict, like=None, *, dtype=None) -> dict:

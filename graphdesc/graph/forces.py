@@ -34,11 +34,13 @@ def edge_force_virial(g, graph: NeighborGraph, num_nodes: int | None = None):
     if tuple(g.shape) != tuple(graph.edge_vec.shape):
         raise ValueError(f"g must have the shape of edge_vec {tuple(graph.edge_vec.shape)}, got {tuple(g.shape)}")
     n = count_nodes(graph) if num_nodes is None else num_nodes
-    # zero g on padding first: it may hold anything, and 0 * nan in the virial
-    # product would reach a backward pass through it
-    g = xp.where(graph.edge_mask[:, None], g, xp.zeros_like(g))
+    # zero g and edge_vec on padding first: either may hold anything (nan, inf),
+    # and 0 * nan in the virial product would reach the outputs and a backward pass
+    real = graph.edge_mask[:, None]
+    g = xp.where(real, g, xp.zeros_like(g))
+    vec = xp.where(real, graph.edge_vec, xp.zeros_like(graph.edge_vec))
     force = segment_sum(g, graph.dst, n) - segment_sum(g, graph.src, n)
-    w = -g[:, :, None] * graph.edge_vec[:, None, :]  # (E, 3, 3)
+    w = -g[:, :, None] * vec[:, None, :]  # (E, 3, 3)
     atom_virial = segment_sum(w, graph.src, n)
     frame = node_frame(graph.n_node, n)
     virial = segment_sum(atom_virial, frame, graph.n_node.shape[0])

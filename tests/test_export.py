@@ -1,0 +1,227 @@
+"""``.pt2`` packages: CLI export, loader, parity with eager (float64 and float32), C++ loader, ASE, CLI eval.
+
+Each package compiles in about a minute on the 2-core CI machine, so the
+module compiles two (module-scoped fixtures) and every test shares them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import to_numpy
+from test_model import energy_config, make_model_params
+
+from graphdesc.cli import main
+from graphdesc.graph import batch_graphs, build_graph
+
+torch = pytest.importorskip("torch")
+from graphdesc.export import OUTPUTS, load_package  # noqa: E402
+from graphdesc.torch import EnergyModel  # noqa: E402
+
+TOL64 = 1e-10  # the issue's bound for package vs eager in float64
+RCUT = 4.0
+
+
+@pytest.fixture(scope="module")
+def model64(tmp_path_factory):
+    """A 2-type model, one fitting net per type, random statistics: (model, checkpoint path)."""
+    config = energy_config(mixed_types=False)
+    model = EnergyModel(config, make_model_params(config, 11)).eval()
+    path = model.save(tmp_path_factory.mktemp("ckpt") / "model.npz")
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def package64(model64, tmp_path_factory):
+    """Compiled through the CLI: ``graphdesc export MODEL -o OUT.pt2``."""
+    out = tmp_path_factory.mktemp("pt2") / "model.pt2"
+    assert main(["export", str(model64[1]), "-o", str(out)]) == 0
+    return load_package(out)
+
+
+@pytest.fixture(scope="module")
+def model32_compat():
+    """A float32 model with DeePMD-kit's padding-row semantics (as imported DeePMD-kit models have)."""
+    config = energy_config(deepmd_compat=True)
+    return EnergyModel(config, make_model_params(config, 12)).to(torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def package32(model32_compat, tmp_path_factory):
+    from graphdesc.export import export_package
+
+    path = export_package(model32_compat, tmp_path_factory.mktemp("pt2") / "m32.pt2")
+    return load_package(path)
+
+
+def random_frame(n, seed, *, density=1 / 11.8, pbc=True):
+    rng = np.random.default_rng(seed)
+    side = (n / density) ** (1 / 3)
+    cell = np.diag([side, side * 1.05, side * 0.95]) + rng.uniform(-0.3, 0.3, (3, 3)) * (1 - np.eye(3))
+    return rng.uniform(0, 1, (n, 3)) @ cell, cell if pbc else None, rng.integers(0, 2, n)
+
+
+def graph_of(frames, dtype=torch.float64):
+    def cell(c):
+        return None if c is None else torch.as_tensor(c, dtype=dtype)
+
+    graphs = [build_graph(torch.as_tensor(p, dtype=dtype), RCUT, cell=cell(c), pbc=c is not None) for p, c, _ in frames]
+    graph = graphs[0] if len(graphs) == 1 else batch_graphs(graphs)
+    return graph, torch.as_tensor(np.concatenate([t for _, _, t in frames]))
+
+
+SYSTEMS = {
+    "single_atom_no_edges": lambda: [(np.zeros((1, 3)), None, np.array([1]))],
+    "small_periodic": lambda: [random_frame(9, 1)],
+    "ragged_two_frames": lambda: [random_frame(17, 2), random_frame(5, 3, pbc=False)],
+    "three_frames_one_empty_of_edges": lambda: [random_frame(30, 4), (np.zeros((1, 3)), None, np.array([0])),
+                                                random_frame(12, 5)],
+    "5184_atoms": lambda: [random_frame(5184, 6)],
+}
+
+
+def run_package(package, graph, atype):
+    return package(atype, graph.edge_index, graph.edge_vec, graph.edge_mask, graph.n_node)
+
+
+@pytest.mark.parametrize("system", list(SYSTEMS))
+def test_package_equals_eager_float64(package64, model64, system):
+    graph, atype = graph_of(SYSTEMS[system]())
+    if system == "single_atom_no_edges":
+        assert graph.num_edges == 0
+    got = run_package(package64, graph, atype)
+    want = model64[0](graph, atype)
+    assert set(got) == set(OUTPUTS)
+    for key in OUTPUTS:
+        assert got[key].shape == want[key].shape, key
+        assert got[key].dtype == torch.float64
+        err = (got[key] - want[key]).abs().max().item() if got[key].numel() else 0.0
+        assert err <= TOL64, f"{key}: {err:.3g}"
+
+
+@pytest.mark.parametrize("system", ["small_periodic", "ragged_two_frames", "5184_atoms"])
+def test_package_equals_eager_float32(package32, model32_compat, system):
+    graph, atype = graph_of(SYSTEMS[system](), dtype=torch.float32)
+    got = run_package(package32, graph, atype)
+    want = model32_compat(graph, atype)
+    for key in OUTPUTS:
+        assert got[key].dtype == torch.float32
+        scale = max(want[key].abs().max().item(), 1.0)
+        err = (got[key] - want[key]).abs().max().item()
+        assert err <= 1e-5 * scale, f"{key}: {err:.3g} (scale {scale:.3g})"
+
+
+def test_package_metadata_and_input_errors(package64, model64):
+    assert package64.config == model64[0].config
+    assert package64.dtype == torch.float64 and package64.device.type == "cpu"
+    assert package64.metadata["outputs"] == ",".join(OUTPUTS)
+    graph, atype = graph_of(SYSTEMS["small_periodic"]())
+    with pytest.raises(TypeError, match="edge_vec must be torch.float64"):
+        package64(atype, graph.edge_index, graph.edge_vec.float(), graph.edge_mask, graph.n_node)
+    with pytest.raises(TypeError, match="atype must be int64"):
+        package64(atype.int(), graph.edge_index, graph.edge_vec, graph.edge_mask, graph.n_node)
+    with pytest.raises(ValueError, match="atype"):
+        package64(atype + 5, graph.edge_index, graph.edge_vec, graph.edge_mask, graph.n_node)
+    bad = graph.edge_index.clone()
+    bad[0, 0] = 10_000
+    with pytest.raises(ValueError, match="edge_index"):
+        package64(atype, bad, graph.edge_vec, graph.edge_mask, graph.n_node)
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        package64(atype.numpy(), graph.edge_index, graph.edge_vec, graph.edge_mask, graph.n_node)
+
+
+def test_loader_refuses_non_packages(tmp_path):
+    junk = tmp_path / "junk.pt2"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a loadable"):
+        load_package(junk)
+    with pytest.raises(FileNotFoundError):
+        load_package(tmp_path / "missing.pt2")
+
+
+def test_ase_calculator_on_package(package64, model64, tmp_path):
+    from ase.build import bulk
+
+    from graphdesc.ase import Calculator
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.numbers[::3] = 13  # Al
+    atoms.rattle(0.05, seed=1)
+    pt2 = Calculator(package64.path, type_map=["Cu", "Al"])
+    eager = Calculator(model64[0], type_map=["Cu", "Al"])
+    for prop in ("get_potential_energy", "get_forces", "get_stress", "get_potential_energies"):
+        atoms.calc = pt2
+        x = getattr(atoms, prop)()
+        atoms.calc = eager
+        y = getattr(atoms, prop)()
+        np.testing.assert_allclose(x, y, rtol=0, atol=TOL64, err_msg=prop)
+
+
+def test_cli_eval(package64, model64, tmp_path, capsys):
+    from ase.build import bulk
+    from ase.io import write
+
+    frames = [bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2), bulk("Al", "fcc", a=4.0, cubic=True)]
+    frames[0].rattle(0.05, seed=2)
+    path = tmp_path / "s.extxyz"
+    write(path, frames)
+    outputs = []
+    for source in (str(package64.path), str(model64[1])):
+        out = tmp_path / f"{Path(source).suffix}.json"
+        assert main(["eval", source, str(path), "--type-map", "Cu,Al", "--json", str(out)]) == 0
+        outputs.append(json.loads(out.read_text()))
+    assert "frame 1: 4 atoms" in capsys.readouterr().out
+    for a, b in zip(*outputs, strict=True):
+        assert abs(a["energy"] - b["energy"]) < TOL64
+        np.testing.assert_allclose(a["forces"], b["forces"], rtol=0, atol=TOL64)
+        np.testing.assert_allclose(a["stress"], b["stress"], rtol=0, atol=TOL64)
+    with pytest.raises(ValueError, match="not in the model's type_map"):
+        main(["eval", str(model64[1]), str(path), "--type-map", "Cu,Ni"])
+
+
+def test_cpp_example_matches_python(package64, model64, tmp_path):
+    """examples/cpp builds with g++ against the torch wheel's libtorch and reproduces Python's numbers."""
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler is None:
+        pytest.skip("no C++ compiler (g++) on this machine: the C++ example cannot be built")
+    root = Path(torch.__file__).parent
+    exe = tmp_path / "graphdesc_md"
+    src = Path(__file__).parent.parent / "examples" / "cpp" / "graphdesc_md.cpp"
+    subprocess.run([compiler, "-std=c++17", "-O1", "-w", str(src), "-o", str(exe), f"-I{root / 'include'}",
+                    f"-I{root / 'include/torch/csrc/api/include'}", f"-L{root / 'lib'}", "-ltorch", "-ltorch_cpu",
+                    "-lc10", f"-Wl,-rpath,{root / 'lib'}"], check=True)
+    text = subprocess.run([str(exe), str(package64.path), "2", "3.61", "7"], check=True, capture_output=True,
+                          text=True).stdout
+    print(text.splitlines()[0])
+    pos = np.array([[float(v) for v in line.split()[1:]] for line in text.splitlines() if line.startswith("pos ")])
+    force = np.array([[float(v) for v in line.split()[1:]] for line in text.splitlines() if line.startswith("force ")])
+    energy = float(re.search(r"^energy (\S+)", text, re.M).group(1))
+    box = float(re.search(r"^box (\S+)", text, re.M).group(1))
+    assert pos.shape == (32, 3) and force.shape == (32, 3)
+    graph = build_graph(torch.as_tensor(pos), RCUT, cell=torch.eye(3, dtype=torch.float64) * box, pbc=True)
+    want = model64[0](graph, torch.zeros(32, dtype=torch.int64))
+    assert abs(energy - want["energy"].item()) < TOL64
+    np.testing.assert_allclose(force, to_numpy(want["force"]), rtol=0, atol=TOL64)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="no CUDA device: the CUDA package flow runs only on a GPU machine")
+def test_cuda_package_equals_eager(model64, tmp_path):
+    from graphdesc.export import export_package
+
+    model = model64[0].to("cuda")
+    package = load_package(export_package(model, tmp_path / "cuda.pt2", device="cuda"))
+    for system in ("single_atom_no_edges", "ragged_two_frames", "5184_atoms"):
+        graph, atype = graph_of(SYSTEMS[system]())
+        graph = type(graph)(*(x.cuda() for x in (graph.edge_index, graph.edge_vec, graph.edge_mask, graph.n_node)))
+        got, want = run_package(package, graph, atype.cuda()), model(graph, atype.cuda())
+        for key in OUTPUTS:
+            err = (got[key] - want[key]).abs().max().item() if got[key].numel() else 0.0
+            assert err <= TOL64, f"{system} {key}: {err:.3g}"
