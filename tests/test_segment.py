@@ -352,23 +352,28 @@ def test_negative_phantom_count_removes_terms(backend):
 
 
 def test_masked_softmax_matches_segment_softmax(backend):
-    """The dense layout gives segment_softmax's numbers (rows as segments), masked slots poisoned."""
+    """The dense layout against the independent extended-precision reference (non-negative
+    phantom counts) and against segment_softmax (signed counts), masked slots poisoned."""
     from graphdesc.segment import masked_softmax
 
     rng = np.random.default_rng(5)
     logits = rng.normal(0, 3, (4, 5, 6))
     mask = rng.uniform(size=(4, 5, 6)) > 0.3
     mask[0, 0] = False  # a fully masked row
-    count = rng.integers(-2, 4, (4, 5, 1)).astype(float)
     poisoned = np.where(mask, logits, np.nan)
     poisoned[~mask & (rng.uniform(size=mask.shape) > 0.5)] = np.inf
-    got = masked_softmax(backend.asarray(poisoned), backend.asarray(mask), phantom_count=backend.asarray(count),
-                         phantom_logit=-1.0)
     ids = np.repeat(np.arange(20), 6)
-    want = segment_softmax(logits.reshape(-1), ids, 20, mask=mask.reshape(-1), phantom_count=count.reshape(-1),
-                           phantom_logit=-1.0)
-    np.testing.assert_allclose(to_numpy(got).reshape(-1), want, rtol=0, atol=1e-15)
-    assert np.all(to_numpy(got)[0, 0] == 0)
+    for count in (rng.integers(0, 4, (4, 5, 1)), rng.integers(-2, 4, (4, 5, 1))):
+        count = count.astype(float)
+        got = to_numpy(masked_softmax(backend.asarray(poisoned), backend.asarray(mask),
+                                      phantom_count=backend.asarray(count), phantom_logit=-1.0)).reshape(-1)
+        if count.min() >= 0:
+            want = dense_softmax_reference(logits.reshape(-1), ids, 20, mask.reshape(-1), count.reshape(-1), -1.0)
+        else:
+            want = segment_softmax(logits.reshape(-1), ids, 20, mask=mask.reshape(-1),
+                                   phantom_count=count.reshape(-1), phantom_logit=-1.0)
+        np.testing.assert_allclose(got, np.asarray(want, dtype=float), rtol=0, atol=1e-15)
+        assert np.all(got.reshape(4, 5, 6)[0, 0] == 0)
     plain = masked_softmax(backend.asarray(poisoned), backend.asarray(mask))
-    want = segment_softmax(logits.reshape(-1), ids, 20, mask=mask.reshape(-1))
-    np.testing.assert_allclose(to_numpy(plain).reshape(-1), want, rtol=0, atol=1e-15)
+    want = dense_softmax_reference(logits.reshape(-1), ids, 20, mask.reshape(-1))
+    np.testing.assert_allclose(to_numpy(plain).reshape(-1), np.asarray(want, dtype=float), rtol=0, atol=1e-15)
