@@ -179,11 +179,15 @@ class DPA1Config:
     @classmethod
     def from_dict(cls, data: dict) -> DPA1Config:
         """Build from a dict, rejecting unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DPA1Config keys: {unknown}")
+        check_known_keys(cls, data)
         return cls(**data)
+
+
+def check_known_keys(cls, data: dict) -> None:
+    """Raise ``ValueError`` naming the keys of ``data`` that are not fields of dataclass ``cls``."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
 
 
 def _int(name, value, minimum):

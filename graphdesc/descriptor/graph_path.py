@@ -121,7 +121,7 @@ class _Blocks:
             two = xp.full((1,), 2, dtype=deg.dtype, device=B.device(deg))
             width = B.to_size(xp.max(xp.concat([deg, two])), minimum=2)
             slot = _rank_in_center(dst, mask, deg, n)
-        self.n, self.width, self.mask, self.deg, self.dst = n, width, mask, deg, dst
+        self.n, self.width, self.mask = n, width, mask
         self.row = dst * width + slot  # (E,) row in the (N * width) stacked blocks
         self.row = xp.where(mask, self.row, xp.zeros_like(self.row))
         self.valid = self.stack(xp.astype(mask, dtype)[:, None])[..., 0] > 0  # (N, width)

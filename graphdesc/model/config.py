@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from ..descriptor.config import ACTIVATIONS, DPA1Config, _int
+from ..descriptor.config import ACTIVATIONS, DPA1Config, _int, check_known_keys
 
 __all__ = ["EnergyConfig"]
 
@@ -73,10 +73,7 @@ class EnergyConfig:
     @classmethod
     def from_dict(cls, data: dict) -> EnergyConfig:
         """Build from a dict, rejecting unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown EnergyConfig keys: {unknown}")
+        check_known_keys(cls, data)
         if "descriptor" not in data:
             raise ValueError("EnergyConfig needs a 'descriptor' entry")
         data = dict(data)
