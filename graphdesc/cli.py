@@ -83,6 +83,165 @@ def _eval(args) -> int:
         print(f"wrote {args.json}")
     return 0
 
+PRESETS = {
+    # a quick model for the demo and for trying things on a laptop
+    "small": dict(rcut=5.0, neuron=(8, 16, 32), axis_neuron=8, tebd_dim=8, attn=32, attn_layer=1,
+                  fitting=(64, 64, 64)),
+    # DeePMD-kit's documented DPA1 configuration
+    "deepmd": dict(rcut=6.0, neuron=(25, 50, 100), axis_neuron=16, tebd_dim=8, attn=128, attn_layer=2,
+                   fitting=(240, 240, 240)),
+}
+
+
+def _ints(text):
+    return tuple(int(v) for v in text.split(","))
+
+
+def _read_dataset(args, type_map):
+    from .train import Dataset
+
+    return Dataset.read(args.data, type_map, index=args.index)
+
+
+def _new_model(train_set, preset: str, *, rcut=None, neuron=None, attn=None, attn_layer=None, fitting=None,
+               sel=None, rcut_smth=0.5, precision="float64", seed=0):
+    """A fresh EnergyModel sized for ``train_set``: the preset, overrides, sel from the data."""
+    import math
+
+    from .descriptor import DPA1Config
+    from .model import EnergyConfig
+    from .torch import EnergyModel
+    from .train import GraphCache
+
+    arch = dict(PRESETS[preset])
+    for key, value in dict(rcut=rcut, neuron=neuron, attn=attn, attn_layer=attn_layer, fitting=fitting).items():
+        if value is not None:
+            arch[key] = value
+    max_deg = GraphCache(train_set, arch["rcut"]).max_degree()
+    sel = sel or max(4, 4 * math.ceil(1.1 * max_deg / 4))
+    descriptor = DPA1Config(rcut=arch["rcut"], rcut_smth=rcut_smth, sel=sel, ntypes=len(train_set.type_map),
+                            neuron=arch["neuron"], axis_neuron=arch["axis_neuron"], tebd_dim=arch["tebd_dim"],
+                            attn=arch["attn"], attn_layer=arch["attn_layer"], precision=precision,
+                            type_map=train_set.type_map)
+    return EnergyModel(EnergyConfig(descriptor, neuron=arch["fitting"]), seed=seed), max_deg
+
+
+def _train(args) -> int:
+    from pathlib import Path
+
+    from .train import Dataset, LossConfig, TrainConfig, emt_dataset, evaluate, fit_statistics, train
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    type_map = args.type_map.split(",") if args.type_map else None
+    if args.demo == (args.data is not None):
+        print("error: give a dataset file or --demo (not both)", file=sys.stderr)
+        return 2
+    print(f"graphdesc {__version__} train -> {out}/", flush=True)
+    if args.demo:
+        print(f"generating the EMT demo dataset ({args.demo_frames} frames of 32-atom fcc Cu/Al-Cu) ...", flush=True)
+        data = emt_dataset(args.demo_frames, seed=args.seed)
+    else:
+        data = _read_dataset(args, type_map)
+    if args.val:
+        train_set, val_set = data, Dataset.read(args.val, data.type_map, index=args.index)
+    else:
+        train_set, val_set = data.split(args.val_fraction, seed=args.seed)
+    # train on what the files hold (extxyz keeps 8 decimals), so `graphdesc eval` on them agrees to the bit
+    for name, subset in (("train", train_set), ("val", val_set)):
+        subset.write(out / f"{name}.extxyz")
+    train_set, val_set = (Dataset.read(out / f"{name}.extxyz", data.type_map) for name in ("train", "val"))
+    print(f"train: {train_set.summary()}\nval:   {val_set.summary()}\n(written to {out}/train.extxyz, "
+          f"{out}/val.extxyz)")
+    if args.init_model:
+        model = _load_model(args.init_model)
+        print(f"model: {args.init_model} (statistics kept)")
+    else:
+        model, max_deg = _new_model(train_set, args.preset or ("small" if args.demo else "deepmd"), rcut=args.rcut,
+                                    neuron=args.neuron, attn=args.attn, attn_layer=args.attn_layer,
+                                    fitting=args.fitting, sel=args.sel, rcut_smth=args.rcut_smth,
+                                    precision=args.precision, seed=args.seed)
+        fit_statistics(model, train_set)
+        print(f"model: new, {model.extra_repr()}  (max neighbors in the data: {max_deg})")
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    loss = LossConfig(*args.pref_e, *args.pref_f, *args.pref_v)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, start_lr=args.lr, stop_lr=args.stop_lr,
+                         decay_steps=args.decay_steps, loss=loss, mode=args.mode, max_time=args.max_time,
+                         seed=args.seed)
+    print(f"{n_params} trainable parameters; {config.steps} steps of {config.batch_size} frames, "
+          f"lr {config.start_lr:g} -> {config.stop_lr:g}, mode {config.mode}\n", flush=True)
+    history = train(model, train_set, val_set, config, output=out, progress=not args.no_progress)
+    first, last = history.rows[0]["val"], history.rows[-1]["val"]
+    print(f"\n{history.rows[-1]['step']} steps, median {1e3 * history.median_step_seconds:.1f} ms/step "
+          f"(first step {history.step_seconds[0]:.1f} s)")
+    for c, unit in (("energy", "meV/atom"), ("force", "meV/A"), ("virial", "meV/atom")):
+        if first[c] is not None:
+            ratio = first[c] / last[c]
+            change = f"{ratio:.1f}x lower" if ratio >= 1 else f"{1 / ratio:.1f}x higher"
+            weight = "" if loss.uses(c) else ", not in the loss"
+            print(f"validation {c} RMSE: {1e3 * first[c]:.2f} -> {1e3 * last[c]:.2f} {unit} ({change}{weight})")
+    best = evaluate(_load_model(out / "best.npz"), val_set)
+    print(f"wrote {out}/model.npz (last), {out}/best.npz (best validation, force RMSE "
+          f"{1e3 * best['force']:.2f} meV/A), {out}/history.json")
+    print(f"next: graphdesc export {out}/best.npz -o {out}/model.pt2 && graphdesc eval {out}/model.pt2 "
+          f"{out}/val.extxyz")
+    return 0
+
+
+def _doctor(args) -> int:
+    import json as _json
+
+    from .train import GraphCache, emt_dataset, fit_statistics
+    from .train.doctor import format_softmax_health, gradient_doctor, softmax_health
+
+    print(f"graphdesc {__version__} doctor: gradient flow per loss component and execution mode", flush=True)
+    if args.data:
+        data = _read_dataset(args, args.type_map.split(",") if args.type_map else None)
+    else:
+        data = emt_dataset(8, seed=args.seed)
+    if args.model:
+        model = _load_model(args.model)
+        from .train import match_type_map
+
+        data = match_type_map(model, data)
+    else:
+        model, _ = _new_model(data, "small", seed=args.seed)
+        fit_statistics(model, data)
+    if len(data) < sum(args.batch_sizes):
+        print(f"error: the doctor needs {sum(args.batch_sizes)} frames for batches of {args.batch_sizes}, "
+              f"the data has {len(data)}", file=sys.stderr)
+        return 2
+    first = next(model.buffers())
+    cache = GraphCache(data, model.config.rcut)
+    starts = [sum(args.batch_sizes[:k]) for k in range(len(args.batch_sizes))]
+    batches = [cache.batch(range(s, s + n), dtype=first.dtype, device=first.device)
+               for s, n in zip(starts, args.batch_sizes)]
+    print(f"model: {model.extra_repr()}\nbatches: {[b.num_frames for b in batches]} frames, "
+          f"{[b.num_atoms for b in batches]} atoms; modes: {', '.join(args.modes)}\n", flush=True)
+    report = gradient_doctor(model, batches, modes=args.modes, tolerance=args.tolerance,
+                             keep_saved_detach=args.keep_saved_detach, progress=lambda m: print("  " + m, flush=True))
+    print()
+    print(report.format())
+    status = 1 if report.failed else 0
+    result = {"gradients": report.to_dict()}
+    if not args.no_softmax_check:
+        rows = softmax_health(dtype=first.dtype)
+        print("\nsoftmax health: outputs and Jacobians vs a long-double reference, NaN/inf planted in masked slots")
+        print(format_softmax_health(rows))
+        result["softmax"] = rows
+        if not all(r["ok"] for r in rows):
+            status = 1
+            print("\nFAIL: segment_softmax / masked_softmax health check", file=sys.stderr)
+    if report.failed:
+        print("\nFAIL: " + "\n      ".join(report.failures()), file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as fh:
+            _json.dump(result, fh, indent=1)
+        print(f"wrote {args.json}")
+    if status == 0:
+        print(f"\nOK: every mode matches eager gradients (tolerance {report.tolerance:g}) for every loss component")
+    return status
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphdesc", description=__doc__)
@@ -116,6 +275,63 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--forces", action="store_true", help="also print every atom's force")
     ev.add_argument("--json", metavar="PATH", help="write energies, forces (and stress) as JSON")
     ev.set_defaults(func=_eval)
+
+    tr = sub.add_parser("train", help="train an energy model on energies, forces and virials",
+                        description="Train a DPA1 energy model (Adam, exponential learning-rate decay, DeePMD-style "
+                                    "loss prefactors) on an ASE-readable dataset or the built-in EMT demo data.")
+    tr.add_argument("data", nargs="?", help="training data, any file ase.io.read reads (extxyz, OUTCAR, ...)")
+    tr.add_argument("--demo", action="store_true", help="train on the built-in EMT Cu/Al-Cu demo dataset")
+    tr.add_argument("--demo-frames", type=int, default=192, help="frames of demo data (default 192)")
+    tr.add_argument("-o", "--output", default="runs/train", help="output directory (default runs/train)")
+    tr.add_argument("--val", help="validation data file (default: --val-fraction of the data)")
+    tr.add_argument("--val-fraction", type=float, default=0.25, help="validation share of the data (default 0.25)")
+    tr.add_argument("--index", default=":", help="frames to read, ASE syntax (default ':' = all)")
+    tr.add_argument("--type-map", help="comma-separated element per model type (default: elements in the data)")
+    tr.add_argument("--init-model", metavar="MODEL", help="start from this checkpoint (.npz) or DeePMD-kit model")
+    tr.add_argument("--preset", choices=sorted(PRESETS), help="architecture (default: small with --demo, else deepmd)")
+    tr.add_argument("--rcut", type=float, help="cutoff radius, A (default: the preset's)")
+    tr.add_argument("--rcut-smth", type=float, default=0.5, help="switch start, A (default 0.5)")
+    tr.add_argument("--sel", type=int, help="neighbor normalization sel (default: 1.1 x the data's max degree)")
+    tr.add_argument("--neuron", type=_ints, help="embedding widths, e.g. 25,50,100")
+    tr.add_argument("--attn", type=int, help="attention width")
+    tr.add_argument("--attn-layer", type=int, help="attention layers")
+    tr.add_argument("--fitting", type=_ints, help="fitting net widths, e.g. 240,240,240")
+    tr.add_argument("--precision", choices=["float64", "float32"], default="float64", help="(default float64)")
+    tr.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
+    tr.add_argument("--batch-size", type=int, default=4, help="frames per batch (default 4)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="start learning rate (default 1e-3)")
+    tr.add_argument("--stop-lr", type=float, default=1e-5, help="learning rate at the last step (default 1e-5)")
+    tr.add_argument("--decay-steps", type=int, help="steps between decays (default steps/100)")
+    for key, default in (("e", (0.02, 1.0)), ("f", (1000.0, 1.0)), ("v", (0.0, 0.0))):
+        tr.add_argument(f"--pref-{key}", type=float, nargs=2, default=default, metavar=("START", "LIMIT"),
+                        help=f"{dict(e='energy', f='force', v='virial')[key]} loss prefactors "
+                             f"(default {default[0]:g} {default[1]:g})")
+    tr.add_argument("--mode", choices=["eager", "traced", "aot_eager", "inductor"], default="eager",
+                    help="execution mode of the training step (default eager)")
+    tr.add_argument("--max-time", type=float, help="stop after this many seconds")
+    tr.add_argument("--seed", type=int, default=0, help="seed for data, split, initialization, shuffling")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_train)
+
+    doc = sub.add_parser("doctor", help="check that every loss component's gradients reach every parameter",
+                         description="Gradient-flow doctor: per loss component (energy, force, virial, all) and "
+                                     "execution mode (eager, traced, aot_eager, inductor), which parameters get "
+                                     "gradients, NaN/inf flags, differences from eager; plus a health check of "
+                                     "segment_softmax. Exits 1 when a mode loses gradients eager has.")
+    doc.add_argument("model", nargs="?", help="checkpoint (.npz) or DeePMD-kit model (default: a small new model)")
+    doc.add_argument("--data", help="labelled frames (default: EMT demo frames)")
+    doc.add_argument("--index", default=":", help="frames to read, ASE syntax")
+    doc.add_argument("--type-map", help="comma-separated element per type of --data")
+    doc.add_argument("--modes", type=lambda t: t.split(","), default=["eager", "traced", "aot_eager", "inductor"],
+                     help="comma-separated modes (default eager,traced,aot_eager,inductor)")
+    doc.add_argument("--batch-sizes", type=_ints, default=(2, 3), help="frames per batch, e.g. 2,3 (default)")
+    doc.add_argument("--tolerance", type=float, help="relative gradient tolerance (default 1e-10 fp64, 1e-4 fp32)")
+    doc.add_argument("--keep-saved-detach", action="store_true",
+                     help="trace without the detach repair (shows the lost force/virial gradients it fixes)")
+    doc.add_argument("--no-softmax-check", action="store_true", help="skip the segment_softmax health check")
+    doc.add_argument("--seed", type=int, default=0)
+    doc.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    doc.set_defaults(func=_doctor)
     return parser
 
 

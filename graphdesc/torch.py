@@ -50,8 +50,16 @@ class _ParamTree(nn.Module):
 
     def params(self) -> dict:
         """The parameter tree, holding this module's tensors (gradients flow)."""
-        leaves = iter([getattr(self, key) for key in self._keys])
+        leaves = iter(self.leaves())
         return tree_map(lambda _: next(leaves), self._template)
+
+    def leaf_names(self) -> list:
+        """Names of the parameters and buffers, in parameter-tree order (``"descriptor__davg"`` ...)."""
+        return list(self._keys)
+
+    def leaves(self) -> list:
+        """The parameters and buffers, in :meth:`leaf_names` order."""
+        return [getattr(self, key) for key in self._keys]
 
     def _set_buffer(self, key: str, value, name: str, positive: bool = False) -> None:
         buf = getattr(self, key)

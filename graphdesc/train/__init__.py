@@ -1,0 +1,21 @@
+"""Training DPA1 energy models: data, losses, the training loop, compiled training and the gradient doctor.
+
+Needs torch, ASE (data files, the EMT demo data) and tqdm: ``pip install graphdesc[train]``.
+"""
+
+from .batch import Batch, GraphCache, iterate_batches
+from .compiled import MODES, TrainingForward, strip_saved_output_detach, trace_training_forward
+from .data import Dataset, Frame
+from .emt import emt_dataset
+from .loss import COMPONENTS, LossConfig, Metrics, loss_terms
+from .schedule import ExpDecay
+from .trainer import History, TrainConfig, evaluate, fit_statistics, match_type_map, train
+
+__all__ = [
+    "Frame", "Dataset", "emt_dataset",
+    "Batch", "GraphCache", "iterate_batches",
+    "LossConfig", "loss_terms", "Metrics", "COMPONENTS",
+    "ExpDecay",
+    "MODES", "TrainingForward", "trace_training_forward", "strip_saved_output_detach",
+    "TrainConfig", "History", "train", "evaluate", "fit_statistics", "match_type_map",
+]
