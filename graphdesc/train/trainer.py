@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +131,6 @@ def match_type_map(model, dataset: Dataset) -> Dataset:
     if missing:
         raise ValueError(f"the dataset holds elements {missing} that are not in the model's type_map {list(model_map)}")
     lookup = np.array([model_map.index(s) for s in dataset.type_map], dtype=np.int64)
-    from dataclasses import replace
-
     return Dataset([replace(f, atype=lookup[f.atype]) for f in dataset.frames], model_map)
 
 
@@ -248,15 +246,16 @@ def train(model, train_set: Dataset, val_set: Dataset | None = None, config: Tra
             prefs = config.loss.prefactors(lr / schedule.start_lr)
             terms = loss_terms(forward(batch.graph, batch.atype), batch, [c for c in COMPONENTS if prefs[c] > 0])
             loss = sum(prefs[c] * terms[c] for c in terms)
-            if not torch.isfinite(loss):
+            value = float(loss.detach())
+            if not math.isfinite(value):
                 bar.close()
-                raise FloatingPointError(f"the loss became {float(loss)} at step {step}: lower start_lr "
+                raise FloatingPointError(f"the loss became {value} at step {step}: lower start_lr "
                                          f"(now {schedule.start_lr}) or check the labels")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-            losses.append(float(loss))
+            losses.append(value)
             history.step_seconds.append(time.perf_counter() - t0)
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3g}", lr=f"{lr:.2g}", refresh=False)
