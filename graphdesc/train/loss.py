@@ -77,20 +77,24 @@ def loss_terms(pred: dict, batch, components=COMPONENTS) -> dict:
         batch: a :class:`~graphdesc.train.batch.Batch` with the labels.
     """
     terms = {}
-    if "energy" in components:
-        terms["energy"] = torch.mean(((pred["energy"] - batch.energy) / batch.natoms) ** 2)
-    if "force" in components:
-        if batch.force is None:
+    for component in components:
+        err = _squared_errors(pred, batch, component)
+        if err is None and component == "force":
             raise ValueError("a force loss needs force labels, but this batch has frames without forces")
-        terms["force"] = torch.mean((pred["force"] - batch.force) ** 2)
-    if "virial" in components:
-        if batch.virial is None:
-            terms["virial"] = pred["energy"].new_zeros(())
-        else:
-            err = ((pred["virial"] - batch.virial) / batch.natoms[:, None, None]) ** 2
-            weight = batch.virial_mask.to(err.dtype)[:, None, None]
-            terms["virial"] = torch.sum(err * weight) / (9 * torch.clamp(weight.sum(), min=1))
+        terms[component] = pred["energy"].new_zeros(()) if err is None or not err.numel() else torch.mean(err)
     return terms
+
+
+def _squared_errors(pred: dict, batch, component: str):
+    """Squared errors of the labelled entries of ``component`` (energy and virial per atom), or None
+    when the batch has no such labels; frames without a virial are left out."""
+    if component == "energy":
+        return ((pred["energy"] - batch.energy) / batch.natoms) ** 2
+    if component == "force":
+        return None if batch.force is None else (pred["force"] - batch.force) ** 2
+    if batch.virial is None:
+        return None
+    return (((pred["virial"] - batch.virial) / batch.natoms[:, None, None]) ** 2)[batch.virial_mask]
 
 
 class Metrics:
@@ -105,15 +109,11 @@ class Metrics:
 
     def add(self, pred: dict, batch) -> None:
         with torch.no_grad():
-            self._sums["energy"] += float(torch.sum(((pred["energy"] - batch.energy) / batch.natoms) ** 2))
-            self._counts["energy"] += batch.num_frames
-            if batch.force is not None and "force" in pred:
-                self._sums["force"] += float(torch.sum((pred["force"] - batch.force) ** 2))
-                self._counts["force"] += batch.force.numel()
-            if batch.virial is not None and "virial" in pred:
-                err = ((pred["virial"] - batch.virial) / batch.natoms[:, None, None]) ** 2
-                self._sums["virial"] += float(torch.sum(err[batch.virial_mask]))
-                self._counts["virial"] += 9 * int(batch.virial_mask.sum())
+            for component in COMPONENTS:
+                err = _squared_errors(pred, batch, component) if component in pred else None
+                if err is not None:
+                    self._sums[component] += float(torch.sum(err))
+                    self._counts[component] += err.numel()
 
     def rmse(self) -> dict:
         """``{component: rmse}`` for the components seen (None for the others)."""
