@@ -219,7 +219,7 @@ def _softmax(xp, logits, valid, phantom, *, reduce_max, reduce_sum, spread):
         with_phantoms = denom + count * xp.exp(p - top)
         denom = xp.where(with_phantoms > 0, with_phantoms, denom)
     denom = xp.where(denom > 0, denom, xp.ones_like(denom))
-    return e / spread(denom)
+    return e * spread(1.0 / denom)
 
 
 def _check_phantom(xp, phantom_count, num_segments, like):

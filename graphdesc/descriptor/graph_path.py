@@ -25,11 +25,13 @@ not the frame's first atom's crosses ``rcut``. ``deepmd_compat=True`` adds
 that term back, so DeePMD-kit models give DeePMD-kit's numbers. With
 ``davg = 0`` (fresh models, ``set_davg_zero``) both agree.
 
-Memory: per-pair quantities are scalars only. Each center's edges form one
-block of a batched matmul (``(N, D, H)`` with ``D`` the largest degree, or
-``sel`` in the shape-static layout): the pair logits, weights, switches and
-gates are ``(N, D, D)`` block matrices, normalized by ``masked_softmax``
-over the real keys of each row; no pair index list and nothing of shape
+Memory: per-pair quantities are scalars only. The embedding runs on the
+edges; then each center's edges are stacked into one block row-set
+``(N, D, ng)`` (``D`` the largest degree, or ``sel`` in the shape-static
+layout) and everything after runs on blocks: attention as batched matmuls
+with ``(N, D, D)`` block matrices of logits, weights, switches and gates,
+normalized by ``masked_softmax`` over the real keys of each row, and the
+contraction as ``G^T @ rows``. No pair index list and nothing of shape
 ``(P, H)`` or ``(P, ng)`` is built.
 """
 
@@ -85,30 +87,30 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
     rt = xp.where(mask[:, None], rt, xp.zeros_like(rt))  # (E, 4)
     g = embed_neighbors(params, config, rt[:, 0], xp.take(table, B.gather(atype, src), axis=0),
                         xp.take(table, center_type, axis=0))  # (E, ng)
-    deg = segment_sum(xp.astype(mask, xp.int64), dst, n)  # (N,)
+    blocks = _Blocks(graph, n, sel if static else None, g.dtype)
+    g = blocks.stack(g)  # (N, width, ng), 0 in empty rows
     if config.attn_layer:
-        blocks = _Blocks(graph, deg, n, sel if static else None, g.dtype)
         pair_terms = _pair_terms(config, blocks, sw, rt)
         for lp in params["attention"]:
-            g = _attention_layer(lp, config, g, blocks, *pair_terms)
-    g = xp.where(mask[:, None], g, xp.zeros_like(g))
-    rows = env / xp.take(params["dstd"], center_type, axis=0)  # (E, 4), 0 on masked edges and at rcut
-    gr = segment_sum(xp.reshape(g[:, :, None] * rows[:, None, :], (g.shape[0], 4 * config.ng)), dst, n)
-    gr = xp.reshape(gr, (n, config.ng, 4)) / sel
+            g = _attention_layer(lp, config, g, blocks.valid, *pair_terms)
+    # E / dstd rows: 0 on masked edges, in empty block rows and at rcut
+    rows = blocks.stack(env * xp.take(1.0 / params["dstd"], center_type, axis=0))  # (N, width, 4)
+    gr = _transpose(g) @ rows / sel  # (N, ng, 4)
     if deepmd_compat:
-        gr = gr - _deepmd_offset(params, config, graph, atype, g, table)
+        gr = gr - _deepmd_offset(params, config, graph, atype, g, blocks.valid, table)
     return readout(gr, table, atype, config)
 
 
 class _Blocks:
     """Center-major blocks: edge ``e`` sits in row ``slot[e]`` of block ``dst[e]``.
 
-    ``width`` is ``sel`` in the static layout, else the largest degree. Attention
-    runs on the ``(N, width, width)`` block matrices; ``valid (N, width)`` marks
-    the rows that hold a real edge.
+    ``width`` is ``sel`` in the static layout, else the largest degree. After the
+    embedding, the descriptor runs on ``(N, width, F)`` blocks (attention on
+    ``(N, width, width)`` block matrices, the contraction as a batched matmul);
+    ``valid (N, width)`` marks the rows that hold a real edge.
     """
 
-    def __init__(self, graph, deg, n, static_nnei, dtype):
+    def __init__(self, graph, n, static_nnei, dtype):
         xp = B.namespace(graph.edge_vec)
         mask, dst = graph.edge_mask, graph.dst
         e = mask.shape[0]
@@ -116,6 +118,7 @@ class _Blocks:
             width = static_nnei
             slot = B.arange(e, dst) % width
         else:
+            deg = segment_sum(xp.astype(mask, xp.int64), dst, n)  # (N,)
             # at least 2: masked edges (which read row 0) always have a row, and a
             # width never 1 spares compilers a data-dependent branch on it
             two = xp.full((1,), 2, dtype=deg.dtype, device=B.device(deg))
@@ -131,11 +134,6 @@ class _Blocks:
         xp = B.namespace(x)
         out = segment_sum(x, self.row, self.n * self.width, mask=self.mask)
         return xp.reshape(out, (self.n, self.width, x.shape[-1]))
-
-    def unstack(self, blocks):
-        """Blocks ``(N, width, F)`` -> edge rows ``(E, F)`` (masked edges read row 0)."""
-        xp = B.namespace(blocks)
-        return B.gather(xp.reshape(blocks, (self.n * self.width, blocks.shape[-1])), self.row)
 
     def outer(self, a, b):
         """Per-pair block matrices ``(N, width, width)`` from rows ``a, b (E, F)``: ``a_m . b_n``."""
@@ -162,9 +160,10 @@ def _transpose(x):
 def _pair_terms(config: DPA1Config, blocks: _Blocks, sw, rt):
     """The layer-independent pair quantities, as blocks ``(N, width, width)`` (None where unused).
 
-    Returns ``(pair_mask, sw_pair, phantoms, gate)``: both edges real; the
+    Returns ``(pair_mask, sw_pair, phantoms, post)``: both edges real; the
     switch product ``sw_m sw_n`` (smooth); the signed phantom count
-    ``sel - deg`` per center, ``(N, 1, 1)`` (smooth); the ``dotr`` gate ``u_m . u_n``.
+    ``sel - deg`` per center, ``(N, 1, 1)`` (smooth); the factor applied to the
+    softmax weights, ``sw_m sw_n`` (smooth) times the ``dotr`` gate ``u_m . u_n``.
     """
     xp = B.namespace(sw)
     pair_mask = blocks.valid[:, :, None] & blocks.valid[:, None, :]
@@ -177,30 +176,36 @@ def _pair_terms(config: DPA1Config, blocks: _Blocks, sw, rt):
     if config.attn_dotr:
         u = unit_angular(rt)
         gate = blocks.outer(u, u)
-    return pair_mask, sw_pair, phantoms, gate
+    factors = [f for f in (sw_pair, gate) if f is not None]
+    post = factors[0] * factors[1] if len(factors) == 2 else (factors[0] if factors else None)
+    return pair_mask, sw_pair, phantoms, post
 
 
-def _attention_layer(lp, config: DPA1Config, g, blocks: _Blocks, pair_mask, sw_pair, phantoms, gate):
-    """One gated self-attention layer with residual and LayerNorm: ``(E, ng) -> (E, ng)``."""
+def _attention_layer(lp, config: DPA1Config, g, valid, pair_mask, sw_pair, phantoms, post):
+    """One gated self-attention layer with residual and LayerNorm on blocks: ``(N, width, ng) -> (N, width, ng)``."""
     h = config.attn
-    qkv = layer({"w": lp["in_w"], "b": lp["in_b"]}, g, "linear", resnet=False)
-    q, k, v = qkv[:, :h], qkv[:, h : 2 * h], qkv[:, 2 * h :]
-    if config.normalize:
-        q, k, v = (unit_rows(t, blocks.mask) for t in (q, k, v))
-    logits = blocks.outer(q * config.alpha, k)  # (N, width, width)
+    # three projections from column blocks of in_w: slicing one (N, width, 3H) product
+    # would cost a zero-filled (N, width, 3H) gradient buffer per slice in the backward
+    q, k, v = (g @ lp["in_w"][:, i * h : (i + 1) * h] + lp["in_b"][i * h : (i + 1) * h] for i in range(3))
+    if config.normalize:  # alpha folded into q's row scaling
+        q, k, v = unit_rows(q, valid, config.alpha), unit_rows(k, valid), unit_rows(v, valid)
+    else:
+        q = q * config.alpha
+    logits = q @ _transpose(k)  # (N, width, width)
     if config.smooth_type_embedding:
-        logits = (logits + SMOOTH_SHIFT) * sw_pair - SMOOTH_SHIFT
-        w = masked_softmax(logits, pair_mask, phantom_count=phantoms, phantom_logit=-SMOOTH_SHIFT) * sw_pair
+        # DeePMD's (l + 20) sw_m sw_n - 20 with phantom logits -20, all shifted by +20
+        # (softmax is shift-invariant): one full-size pass less
+        logits = (logits + SMOOTH_SHIFT) * sw_pair
+        w = masked_softmax(logits, pair_mask, phantom_count=phantoms, phantom_logit=0.0)
     else:
         w = masked_softmax(logits, pair_mask)
-    if gate is not None:
-        w = w * gate
-    o = blocks.unstack(w @ blocks.stack(v))  # (E, H)
-    y = layer({"w": lp["out_w"], "b": lp["out_b"]}, o, "linear", resnet=False)
+    if post is not None:
+        w = w * post
+    y = layer({"w": lp["out_w"], "b": lp["out_b"]}, w @ v, "linear", resnet=False)
     return layer_norm(g + y, lp["ln_w"], lp["ln_b"], config.ln_eps)
 
 
-def _deepmd_offset(params, config: DPA1Config, graph, atype, g, table):
+def _deepmd_offset(params, config: DPA1Config, graph, atype, g, valid, table):
     """The part of DeePMD-kit's ``gr`` that the native contraction leaves out: ``(N, ng, 4)``.
 
     DeePMD contracts ``(E - davg) / dstd`` over all ``sel`` slots, empty ones
@@ -223,7 +228,8 @@ def _deepmd_offset(params, config: DPA1Config, graph, atype, g, table):
     # integer scatter that makes ``deg`` (wrong energies in exported packages)
     real = segment_sum(xp.astype(graph.edge_mask, g.dtype), graph.dst, n)
     empty = xp.maximum(config.sel - real, xp.zeros_like(real))
-    total = segment_sum(g, graph.dst, n, mask=graph.edge_mask) + empty[:, None] * g_pad  # (N, ng)
+    real_g = xp.sum(xp.where(valid[..., None], g, xp.zeros_like(g)), axis=1)  # (N, ng): sum over real rows
+    total = real_g + empty[:, None] * g_pad
     return total[:, :, None] * shift[:, None, :] / config.sel
 
 

@@ -71,15 +71,16 @@ def layer_norm(x, weight, bias, eps: float):
     mean = xp.mean(x, axis=-1, keepdims=True)
     centered = x - mean
     var = xp.mean(centered * centered, axis=-1, keepdims=True)
-    return centered / xp.sqrt(var + eps) * weight + bias
+    # scale by the reciprocal: a broadcast multiply's backward is two passes, a divide's four
+    return centered * (1.0 / xp.sqrt(var + eps)) * weight + bias
 
 
-def unit_rows(x, mask):
-    """``x (..., F)`` divided by its row L2 norms, no epsilon (as DeePMD); rows where
+def unit_rows(x, mask, scale: float = 1.0):
+    """``scale * x (..., F)`` divided by its row L2 norms, no epsilon (as DeePMD); rows where
     ``mask (...)`` is False are divided by 1: their values never matter, only their finiteness."""
     xp = B.namespace(x)
     norm = xp.linalg.vector_norm(x, axis=-1, keepdims=True)
-    return x / xp.where(mask[..., None], norm, xp.ones_like(norm))
+    return x * (scale / xp.where(mask[..., None], norm, xp.ones_like(norm)))
 
 
 def type_table(params: dict, config: DPA1Config):
