@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fcc_positions", "ragged_segments"]
+__all__ = ["fcc_positions", "diamond_positions", "ragged_segments"]
 
 
 def fcc_positions(ncell: int, a: float = 3.61, *, jitter: float = 0.0, seed: int = 0) -> np.ndarray:
@@ -13,9 +13,23 @@ def fcc_positions(ncell: int, a: float = 3.61, *, jitter: float = 0.0, seed: int
     ``a`` defaults to copper's lattice constant; ``jitter`` adds Gaussian noise
     of that standard deviation (Å) to break symmetric ties.
     """
-    base = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    return _lattice(_FCC, ncell, a, jitter, seed)
+
+
+def diamond_positions(ncell: int, a: float = 3.567, *, jitter: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Positions of an ``ncell^3``-cell diamond block (``8 ncell^3`` atoms), float64 ``(N, 3)`` in Å.
+
+    ``a`` defaults to diamond carbon's lattice constant; ``jitter`` as for :func:`fcc_positions`.
+    """
+    return _lattice(np.concatenate([_FCC, _FCC + 0.25]), ncell, a, jitter, seed)
+
+
+_FCC = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+
+
+def _lattice(basis, ncell, a, jitter, seed):
     cells = np.stack(np.meshgrid(*[np.arange(ncell)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
-    pos = ((cells + base) * a).reshape(-1, 3)
+    pos = ((cells + basis) * a).reshape(-1, 3)
     if jitter:
         pos = pos + np.random.default_rng(seed).normal(scale=jitter, size=pos.shape)
     return pos

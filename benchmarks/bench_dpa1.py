@@ -1,0 +1,574 @@
+"""Energy+force cost of a DPA1 model per atom: graphdesc's graph path against dense DPA1 codes.
+
+One command regenerates the JSON, the Markdown table and the PNG plot::
+
+    python benchmarks/bench_dpa1.py                  # CPU: results/dpa1_cpu.{json,md,png}
+    python benchmarks/bench_dpa1.py --device cuda    # GPU: results/dpa1_cuda.{json,md,png}
+    python benchmarks/bench_dpa1.py --quick          # small sizes only (a smoke run)
+
+Model: DPA1 with attn_layer 2, attn 128, neuron [25, 50, 100], axis_neuron 16,
+tebd_dim 8, rcut 6 (smooth from 0.5), fitting [240, 240, 240]; one random
+model per (system, precision), built by DeePMD-kit (``deepmd.dpmodel``) when it
+is installed so that every path computes the same function. Systems: fcc Cu
+(a = 3.61 Å, sel 120) and diamond C (a = 3.567 Å, sel 180), periodic, with
+0.05 Å Gaussian jitter; the table reports the real neighbor counts.
+
+Paths, each timed on the same inputs in its own subprocess:
+
+* ``graph``     -- graphdesc's EnergyModel, eager torch, on the compact graph;
+* ``graph-pt2`` -- the same model exported to an AOTInductor package
+  (``graphdesc export``; compiled once per precision, cached in ``--cache``);
+* ``dense``     -- graphdesc's dense reference path (``dpa1_dense`` on padded
+  ``(N, sel)`` slots + the same fitting net), forces by autograd;
+* ``deepmd``    -- DeePMD-kit 3.2's dense torch model (``deepmd.pt``,
+  ``forward_lower`` on its own extended coordinates and neighbor list). Its
+  compiled op library targets torch 2.11; the DPA1 energy path does not use
+  it, so the child stubs ``deepmd.pt.cxx_op`` (no custom op) and checks its
+  energy against the graph path.
+
+Per point: the neighbor build is timed separately (median of 3); one
+energy+force call warms up (up to 2,048 atoms), the next measures peak memory (CPU: peak RSS
+above the pre-call RSS via ``/proc/self/clear_refs``, after ``malloc_trim``
+has returned the warm-up's freed pages; CUDA: peak allocated by torch);
+then repeated calls (at least ``--repeats``, 2 for the slowest points, more
+while the point has spent less than ``--budget`` seconds) give the median. Achieved
+GFLOP/s uses the model's matmul FLOP count for energy+force (3x the forward
+count, on real edges only) and is compared with a large matmul's rate
+measured in the same run. A size is skipped (and listed as such) when the
+previous size predicts more than ``--max-mem`` GiB or ``--max-call`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pickle
+import platform
+import subprocess
+import sys
+import time
+import types
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PATHS = ("graph", "graph-pt2", "dense", "deepmd")
+SYSTEMS = {
+    # name: (lattice, lattice constant, sel, cells per side for the sweep, cells for --quick)
+    "cu": ("fcc", 3.61, 120, (2, 3, 4, 6, 8, 10, 13, 16), (2, 3)),
+    "diamond": ("diamond", 3.567, 180, (2, 3, 4, 6, 8, 10), (2,)),
+}
+RCUT, RCUT_SMTH, JITTER = 6.0, 0.5, 0.05
+SLOW_CALL_S = 20.0  # calls slower than this are timed twice, not --repeats times
+WARMUP_MAX_ATOMS = 2048  # above, the peak-memory call is the first (one-off costs are < 1 %)
+
+
+def deepmd_params(sel: int, precision: str) -> dict:
+    """The benchmark model, in DeePMD-kit's input format (one type)."""
+    return {"type_map": ["X"],
+            "descriptor": {"type": "se_atten", "sel": sel, "rcut": RCUT, "rcut_smth": RCUT_SMTH,
+                           "neuron": [25, 50, 100], "axis_neuron": 16, "attn": 128, "attn_layer": 2,
+                           "tebd_dim": 8, "precision": precision, "seed": 1},
+            "fitting_net": {"neuron": [240, 240, 240], "precision": precision, "seed": 2}}
+
+
+def system_positions(system: str, cells: int):
+    """``(positions (N, 3), cell (3, 3))`` of ``cells^3`` conventional cells of ``system``, float64 numpy."""
+    import numpy as np
+
+    from graphdesc.examples import diamond_positions, fcc_positions
+
+    lattice, a = SYSTEMS[system][:2]
+    positions = (fcc_positions if lattice == "fcc" else diamond_positions)(cells, a, jitter=JITTER, seed=1)
+    return positions, np.eye(3) * a * cells
+
+
+def model_flops(config, degrees) -> float:
+    """Matmul FLOPs of one energy+force call, counted on real edges: 3x the forward count.
+
+    ``degrees``: the neighbor count of every atom. Elementwise work is not counted.
+    """
+    d = config.descriptor
+    edges, pairs, n = sum(degrees), sum(k * k for k in degrees), len(degrees)
+    widths = (d.embed_input_dim, *d.neuron)
+    fwd = edges * sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))  # embedding net
+    fwd += d.attn_layer * (edges * 2 * d.ng * 3 * d.attn + 2 * 2 * pairs * d.attn + edges * 2 * d.attn * d.ng)
+    fwd += edges * 2 * d.ng * 4 + n * 2 * d.ng * d.axis_neuron * 4  # contraction G^T R, readout
+    fit = (d.dim_out, *config.neuron, 1)
+    fwd += n * sum(2 * a * b for a, b in zip(fit[:-1], fit[1:]))
+    return 3.0 * fwd
+
+
+# -- child: one (system, precision, path, size) point -----------------------------------------------------
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+class _Peak:
+    """Peak memory of a block above its start: torch's CUDA peak, or the process's peak RSS."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated()
+        else:
+            import ctypes
+            import gc
+
+            gc.collect()
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back: RSS = live data
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM (peak RSS) to the current RSS
+            self.before = _rss_kib("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.bytes = torch.cuda.max_memory_allocated() - self.before
+        else:
+            self.bytes = _rss_kib("VmHWM") * 1024 - self.before
+
+
+def _median_call(fn, sync, repeats: int, budget: float) -> list:
+    times, start = [], time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start < budget and len(times) < 50):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _stub_deepmd_ops() -> None:
+    """Import ``deepmd.pt`` without its compiled op library (built for torch 2.11)."""
+    stub = types.ModuleType("deepmd.pt.cxx_op")
+    stub.ENABLE_CUSTOMIZED_OP = False
+    stub.__all__ = ["ENABLE_CUSTOMIZED_OP"]
+    sys.modules["deepmd.pt.cxx_op"] = stub
+
+
+def child(args) -> dict:
+    import numpy as np
+    import torch
+
+    from graphdesc.graph import build_graph
+    from graphdesc.torch import EnergyModel
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.precision)
+    sel = SYSTEMS[args.system][2]
+    positions, cell = system_positions(args.system, args.cells)
+    n = len(positions)
+    with open(args.model, "rb") as f:
+        source = pickle.load(f)
+    config, params = source["graphdesc"]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    pos_t = torch.as_tensor(positions, dtype=dtype, device=device)
+    cell_t = torch.as_tensor(cell, dtype=dtype, device=device)
+    atype = torch.zeros(n, dtype=torch.int64, device=device)
+
+    if args.path == "deepmd":
+        _stub_deepmd_ops()
+        from deepmd.pt.model.model.ener_model import EnergyModel as DPEnergyModel
+        from deepmd.pt.utils.nlist import extend_input_and_build_neighbor_list
+
+        model = DPEnergyModel.deserialize(source["deepmd"]).to(device).eval()
+
+        def build():
+            return extend_input_and_build_neighbor_list(pos_t[None], atype[None], RCUT, [sel], mixed_types=True,
+                                                        box=cell_t.reshape(1, 9))
+
+        def call(inputs):
+            ext_coord, ext_atype, mapping, nlist = inputs
+            out = model.forward_lower(ext_coord, ext_atype, nlist, mapping)
+            force = torch.zeros(1, n, 3, dtype=dtype, device=device).index_add_(
+                1, mapping[0], out["extended_force"])
+            return out["energy"].reshape(()), force[0]
+    else:
+        model = EnergyModel(config, params).to(device=device, dtype=dtype).eval()
+
+        def build():
+            return build_graph(pos_t, RCUT, cell=cell_t, pbc=True)
+
+        if args.path == "graph":
+            def call(graph):
+                out = model(graph, atype)
+                return out["energy"].reshape(()), out["force"]
+        elif args.path == "graph-pt2":
+            from graphdesc.export import load_package
+
+            package = load_package(args.package)
+
+            def call(graph):
+                out = package(atype, graph.edge_index, graph.edge_vec, graph.edge_mask, graph.n_node, check=False)
+                return out["energy"].reshape(()), out["force"]
+        else:
+            from graphdesc.descriptor import dpa1_dense, dense_inputs
+            from graphdesc.graph import edge_force_virial
+            from graphdesc.model import frame_energy
+            from graphdesc.model.fitting import fitting_energy
+
+            def call(graph):
+                # edge_vec -> padded (N, sel) slots inside the autograd graph, so the
+                # gradient lands on edge_vec and forces assemble as for the graph path
+                vec = graph.edge_vec.detach().requires_grad_(True)
+                g = graph.replace(edge_vec=vec)
+                p = model.params()
+                with torch.enable_grad():
+                    desc = dpa1_dense(p["descriptor"], config.descriptor, **dense_inputs(g, atype, sel))[0]
+                    energy = frame_energy(fitting_energy(p["fitting"], config, desc, atype), g.n_node)
+                    (grad,) = torch.autograd.grad(energy.sum(), vec)
+                return energy.detach().reshape(()), edge_force_virial(grad, g, n)[0]
+
+    build_times = _median_call(build, sync, 3, 0.0)
+    inputs = build()
+    if args.path == "deepmd":
+        degrees = (inputs[3][0] >= 0).sum(-1).tolist()
+    else:
+        degrees = torch.bincount(inputs.edge_index[1][inputs.edge_mask], minlength=n).tolist()
+    if max(degrees) > sel:
+        raise SystemExit(f"max degree {max(degrees)} > sel {sel}: raise sel for {args.system}")
+    if n <= WARMUP_MAX_ATOMS:  # one-off allocations (thread pools, kernels) land in the warm-up call
+        energy, force = call(inputs)
+        sync()
+        del energy, force
+    with _Peak(device) as peak:
+        t0 = time.perf_counter()
+        energy, force = call(inputs)
+        sync()
+        first = time.perf_counter() - t0
+    repeats = args.repeats if first < SLOW_CALL_S else min(args.repeats, 2)  # the largest points: 2 timed calls
+    times = _median_call(lambda: call(inputs), sync, repeats, args.budget)
+    np.save(args.force_out, force.detach().cpu().numpy())
+    flops = model_flops(config, degrees)
+    seconds = float(np.median(times))
+    return dict(system=args.system, precision=args.precision, path=args.path, atoms=n,
+                neighbors_mean=float(np.mean(degrees)), neighbors_max=int(max(degrees)), sel=sel,
+                build_ms=1e3 * float(np.median(build_times)), calls=len(times), seconds=seconds,
+                us_per_atom=1e6 * seconds / n, peak_mib=peak.bytes / 2**20, peak_kib_per_atom=peak.bytes / 1024 / n,
+                mflop_per_atom=flops / n / 1e6, gflops=flops / seconds / 1e9, energy=float(energy.detach()),
+                force_max=float(force.abs().max()),
+                torch=torch.__version__, device=_device_name(device))
+
+
+def _device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# -- parent: models, packages, the sweep, the reports ----------------------------------------------------
+def make_model(system: str, precision: str, cache: str) -> str:
+    """Pickle ``{"graphdesc": (config, params), "deepmd": dict | None}`` for one system and precision."""
+    import dataclasses
+
+    import numpy as np
+
+    path = os.path.join(cache, f"model-{system}-{precision}.pkl")
+    if os.path.exists(path):
+        return path
+    sel = SYSTEMS[system][2]
+    try:
+        from deepmd.dpmodel.model.model import get_model
+    except ImportError:  # no DeePMD-kit: a graphdesc model with the same hyperparameters
+        from graphdesc.descriptor import DPA1Config
+        from graphdesc.model import EnergyConfig, init_model_params
+
+        d = deepmd_params(sel, precision)["descriptor"]
+        config = EnergyConfig(DPA1Config(rcut=RCUT, rcut_smth=RCUT_SMTH, sel=sel, ntypes=1, neuron=d["neuron"],
+                                         axis_neuron=16, tebd_dim=8, attn=128, attn_layer=2, precision=precision))
+        params = init_model_params(config, seed=1)
+        params["descriptor"]["dstd"] = _dstd(system, sel).astype(params["descriptor"]["dstd"].dtype)
+        source = {"graphdesc": (config, params), "deepmd": None}
+    else:
+        from graphdesc.model import model_from_deepmd
+
+        serialized = get_model(deepmd_params(sel, precision)).serialize()
+        # statistics as DeePMD's set_davg_zero: davg = 0, dstd from the system, so that the
+        # descriptor's inputs have unit scale and the forces compared across paths are O(1)
+        stats = serialized["descriptor"]["@variables"]
+        stats["dstd"] = np.broadcast_to(_dstd(system, sel), stats["dstd"].shape).astype(stats["dstd"].dtype)
+        stats["davg"] = np.zeros_like(stats["davg"])
+        config, params = model_from_deepmd(serialized)
+        # with davg = 0 DeePMD's padding-row term vanishes: the native descriptor is the same function
+        config = dataclasses.replace(config, deepmd_compat=False)
+        source = {"graphdesc": (config, params), "deepmd": serialized}
+    with open(path, "wb") as f:
+        pickle.dump(source, f)
+    return path
+
+
+def _dstd(system: str, sel: int):
+    """DeePMD's per-channel standard deviation of the environment rows, from one small cell."""
+    import numpy as np
+
+    from graphdesc.descriptor import DPA1Config, compute_stats
+    from graphdesc.graph import build_graph
+
+    positions, cell = system_positions(system, 2)
+    config = DPA1Config(rcut=RCUT, rcut_smth=RCUT_SMTH, sel=sel, ntypes=1, set_davg_zero=True)
+    graph = build_graph(positions, RCUT, cell=cell, pbc=True)
+    return np.asarray(compute_stats(config, [(graph, np.zeros(len(positions), dtype=np.int64))])[1])
+
+
+def make_package(model_path: str, device: str, cache: str) -> str:
+    """The AOTInductor package of a pickled model (compiled once, then cached)."""
+    import torch
+
+    from graphdesc.export import export_package
+    from graphdesc.torch import EnergyModel
+
+    path = model_path.replace(".pkl", f"-{device}-torch{torch.__version__.split('+')[0]}.pt2")
+    if not os.path.exists(path):
+        with open(model_path, "rb") as f:
+            config, params = pickle.load(f)["graphdesc"]
+        t0 = time.perf_counter()
+        print(f"  compiling {os.path.basename(path)} ...", end=" ", flush=True)
+        export_package(EnergyModel(config, params), path, device=device)
+        print(f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return path
+
+
+def gemm_gflops(precision: str, device: str, threads: int, size: int = 2048) -> float:
+    """Median rate of a ``size^3`` matmul: the machine's practical FLOP ceiling."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(size, size, dtype=getattr(torch, precision), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times = _median_call(lambda: a @ a, sync, 5, 2.0)
+    return 2 * size**3 / sorted(times)[len(times) // 2] / 1e9
+
+
+def run_point(args, system, precision, path, cells, model_path, package, force_dir):
+    force_out = os.path.join(force_dir, f"{system}-{precision}-{cells}-{path}.npy")
+    cmd = [sys.executable, __file__, "--child", "--system", system, "--precision", precision, "--path", path,
+           "--cells", str(cells), "--model", model_path, "--device", args.device, "--threads", str(args.threads),
+           "--repeats", str(args.repeats), "--budget", str(args.budget), "--force-out", force_out]
+    if package:
+        cmd += ["--package", package]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+        return None, f"failed: {tail[0][:200]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1]), force_out
+
+
+def sweep(args) -> dict:
+    import numpy as np
+    import torch
+
+    os.makedirs(args.cache, exist_ok=True)
+    force_dir = os.path.join(args.cache, "forces")
+    os.makedirs(force_dir, exist_ok=True)
+    meta = dict(date=datetime.date.today().isoformat(), torch=torch.__version__, device=args.device,
+                device_name=_device_name(torch.device(args.device)), threads=args.threads,
+                python=platform.python_version(), machine=platform.machine(), gemm_gflops={},
+                deepmd=_version("deepmd-kit"), command=" ".join(sys.argv))
+    rows, skipped = [], []
+    for precision in args.precisions:
+        meta["gemm_gflops"][precision] = gemm_gflops(precision, args.device, args.threads)
+        print(f"{precision}: {args.size}^3 matmul {meta['gemm_gflops'][precision]:.1f} GFLOP/s", flush=True)
+    for system in args.systems:
+        for precision in args.precisions:
+            model_path = make_model(system, precision, args.cache)
+            with open(model_path, "rb") as f:
+                has_deepmd = pickle.load(f)["deepmd"] is not None
+            for path in args.paths:
+                if path == "deepmd" and not has_deepmd:
+                    skipped.append(dict(system=system, precision=precision, path=path, why="deepmd-kit not installed"))
+                    continue
+                package = make_package(model_path, args.device, args.cache) if path == "graph-pt2" else None
+                last = None
+                for cells in SYSTEMS[system][4 if args.quick else 3]:
+                    atoms = (4 if SYSTEMS[system][0] == "fcc" else 8) * cells**3
+                    why = _predicted_over(last, atoms, args)
+                    if why:
+                        skipped.append(dict(system=system, precision=precision, path=path, atoms=atoms, why=why))
+                        print(f"  {system} {precision} {path:9} {atoms:6d} atoms: skipped ({why})", flush=True)
+                        continue
+                    row, force_file = run_point(args, system, precision, path, cells, model_path, package, force_dir)
+                    if row is None:
+                        skipped.append(dict(system=system, precision=precision, path=path, atoms=atoms,
+                                            why=force_file))
+                        print(f"  {system} {precision} {path:9} {atoms:6d} atoms: {force_file}", flush=True)
+                        last = None
+                        break
+                    ref = next((r for r in rows if (r["system"], r["precision"], r["path"], r["atoms"])
+                                == (system, precision, "graph", atoms)), None)
+                    if ref is not None and path != "graph":
+                        graph_force = np.load(os.path.join(force_dir, f"{system}-{precision}-{cells}-graph.npy"))
+                        row["de_per_atom_vs_graph"] = abs(row["energy"] - ref["energy"]) / atoms
+                        row["df_max_vs_graph"] = float(np.abs(np.load(force_file) - graph_force).max())
+                    row["gemm_fraction"] = row["gflops"] / meta["gemm_gflops"][precision]
+                    rows.append(row)
+                    last = row
+                    print(f"  {system} {precision} {path:9} {atoms:6d} atoms  {row['us_per_atom']:9.1f} us/atom  "
+                          f"{row['peak_kib_per_atom'] / 1024:6.2f} MiB/atom  {row['gflops']:6.1f} GFLOP/s  "
+                          f"build {row['build_ms']:8.1f} ms", flush=True)
+    return dict(meta=meta, rows=rows, skipped=skipped)
+
+
+def _predicted_over(last, atoms, args):
+    if last is None:
+        return None
+    scale = atoms / last["atoms"]
+    mem = last["peak_mib"] * scale / 1024
+    call = last["seconds"] * scale
+    if mem > args.max_mem:
+        return f"predicted peak {mem:.0f} GiB > --max-mem {args.max_mem:g}"
+    if call > args.max_call:
+        return f"predicted {call:.0f} s per call > --max-call {args.max_call:g}"
+    return None
+
+
+def _version(dist: str):
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def markdown(result: dict) -> str:
+    meta = result["meta"]
+    lines = [f"DPA1 energy+force, {meta['device_name']} ({meta['device']}, {meta['threads']} threads), "
+             f"torch {meta['torch']}, DeePMD-kit {meta['deepmd']}, {meta['date']}. "
+             f"Large-matmul rate: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in meta["gemm_gflops"].items()) + ".",
+             "",
+             "| system | precision | atoms | neighbors (mean/max) | path | µs/atom | peak MiB/atom | GFLOP/s "
+             "| % of matmul rate | neighbor build (ms) | vs graph: |ΔE|/atom, max |ΔF| |",
+             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in result["rows"]:
+        check = (f"{r['de_per_atom_vs_graph']:.1e}, {r['df_max_vs_graph']:.1e}"
+                 if "de_per_atom_vs_graph" in r else "")
+        lines.append(f"| {r['system']} | {r['precision']} | {r['atoms']} | {r['neighbors_mean']:.1f} / "
+                     f"{r['neighbors_max']} | {r['path']} | {r['us_per_atom']:.1f} | "
+                     f"{r['peak_kib_per_atom'] / 1024:.3f} | {r['gflops']:.1f} | {100 * r['gemm_fraction']:.0f} | "
+                     f"{r['build_ms']:.1f} | {check} |")
+    if result["skipped"]:
+        lines += ["", "Not run: " + "; ".join(
+            f"{s['system']} {s['precision']} {s['path']}" + (f" {s['atoms']} atoms" if "atoms" in s else "")
+            + f" ({s['why']})" for s in result["skipped"])]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, filename: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    systems = sorted({r["system"] for r in rows}, key=list(SYSTEMS).index)
+    fig, axes = plt.subplots(2, len(systems), figsize=(6 * len(systems), 8), squeeze=False)
+    colors = dict(zip(PATHS, ("C0", "C2", "C1", "C3")))
+    for col, system in enumerate(systems):
+        for precision, style in (("float64", "-o"), ("float32", "--s")):
+            for path in PATHS:
+                pts = sorted((r["atoms"], r) for r in rows
+                             if (r["system"], r["precision"], r["path"]) == (system, precision, path))
+                if not pts:
+                    continue
+                x = [a for a, _ in pts]
+                axes[0, col].plot(x, [r["us_per_atom"] / 1e3 for _, r in pts], style, color=colors[path],
+                                  label=f"{path} {precision}", markersize=4)
+                axes[1, col].plot(x, [r["peak_kib_per_atom"] / 1024 for _, r in pts], style, color=colors[path],
+                                  label=f"{path} {precision}", markersize=4)
+        nb = next(r for r in rows if r["system"] == system)
+        axes[0, col].set_title(f"{system}: {nb['neighbors_mean']:.0f} neighbors, sel {nb['sel']}")
+        axes[0, col].set_ylabel("energy+force time (ms/atom)")
+        axes[1, col].set_ylabel("peak memory (MiB/atom)")
+        for ax in axes[:, col]:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("atoms")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0, col].legend(fontsize=7, ncol=2)
+    meta = result["meta"]
+    fig.suptitle(f"DPA1 energy+force, {meta['device_name']} ({meta['threads']} threads), torch {meta['torch']}")
+    fig.tight_layout()
+    fig.savefig(filename, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--systems", default="cu,diamond", help="comma list of: " + ", ".join(SYSTEMS))
+    parser.add_argument("--precisions", default="float64,float32")
+    parser.add_argument("--paths", default=",".join(PATHS), help="comma list of: " + ", ".join(PATHS))
+    parser.add_argument("--quick", action="store_true", help="the smallest sizes only")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per point, at least (default 3)")
+    parser.add_argument("--budget", type=float, default=10.0, help="more timed calls while under this many s")
+    parser.add_argument("--max-mem", type=float, default=16.0, help="skip sizes predicted above this many GiB")
+    parser.add_argument("--max-call", type=float, default=60.0, help="skip sizes predicted above this many s/call")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 2 on CPU)")
+    parser.add_argument("--out", default=None, help="output prefix (default results/dpa1_<device>)")
+    parser.add_argument("--cache", default=os.path.join(HERE, ".cache"), help="models, packages, forces")
+    parser.add_argument("--size", type=int, default=2048, help=argparse.SUPPRESS)
+    # child mode (one point in a fresh process)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    for name in ("--system", "--precision", "--path", "--model", "--package", "--force-out"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    parser.add_argument("--cells", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.threads is None:
+        args.threads = 2 if args.device == "cpu" else 1
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
+    args.systems = _choices(parser, "--systems", args.systems, SYSTEMS)
+    args.precisions = _choices(parser, "--precisions", args.precisions, ("float64", "float32"))
+    args.paths = _choices(parser, "--paths", args.paths, PATHS)
+    if "graph" in args.paths:  # the reference of the cross-checks runs first
+        args.paths = ["graph"] + [p for p in args.paths if p != "graph"]
+    out = args.out or os.path.join(HERE, "results", f"dpa1_{args.device}")
+    result = sweep(args)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    table = markdown(result)
+    with open(out + ".md", "w") as f:
+        f.write(table)
+    print("\n" + table)
+    if result["rows"]:
+        plot(result, out + ".png")
+    print(f"wrote {out}.json, {out}.md" + (f", {out}.png" if result["rows"] else ""))
+    return 0
+
+
+def _choices(parser, flag, value, allowed):
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        parser.error(f"{flag}: unknown {bad or value!r}; choose from {', '.join(allowed)}")
+    return items
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The DPA1 benchmark harness: its FLOP count, and a quick run whose paths must agree."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the benchmark needs torch (graphdesc[torch])")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "bench_dpa1.py")
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_dpa1", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flop_count_matches_torch_counter():
+    """model_flops (3x the forward matmul count) against torch's FlopCounterMode on a real forward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from graphdesc.descriptor import DPA1Config
+    from graphdesc.graph import build_graph
+    from graphdesc.model import EnergyConfig
+    from graphdesc.torch import EnergyModel
+
+    bench = _bench()
+    config = EnergyConfig(DPA1Config(rcut=6.0, rcut_smth=0.5, sel=120, ntypes=1, axis_neuron=16))
+    positions, cell = bench.system_positions("cu", 2)  # uniform degree: blocks hold no padding rows
+    graph = build_graph(torch.as_tensor(positions), 6.0, cell=torch.as_tensor(cell), pbc=True)
+    atype = torch.zeros(len(positions), dtype=torch.int64)
+    degrees = torch.bincount(graph.edge_index[1], minlength=len(positions)).tolist()
+    assert set(degrees) == {78}
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        EnergyModel(config).atom_energy(graph, atype)
+    measured = counter.get_total_flops()
+    # the counter also sees the switch/gate outer products (8 deg^2 per atom, 0.2 %), ours does not
+    assert bench.model_flops(config, degrees) / 3 == pytest.approx(measured, rel=5e-3)
+    # by hand, per Cu atom (78 edges): embedding 78*2*(17*25 + 25*50 + 50*100) = 1,041,300; per attention
+    # layer 78*2*100*384 + 2*2*78^2*128 + 78*2*128*100 = 11,102,208; contraction 62,400; readout 12,800;
+    # fitting 2*(1608*240 + 2*240*240 + 240) = 1,002,720: 24,323,636 forward, x3 with forces
+    assert bench.model_flops(config, degrees) / len(degrees) == pytest.approx(3 * 24_323_636, rel=1e-12)
+
+
+def test_quick_run_agrees_across_paths(tmp_path):
+    """graph, dense reference and DeePMD-kit's own torch model on the same weights: same energies and forces."""
+    pytest.importorskip("deepmd", reason="deepmd-kit is a test dependency (graphdesc[test])")
+    pytest.importorskip("matplotlib", reason="the plot needs matplotlib (graphdesc[bench])")
+    out = tmp_path / "dpa1"
+    cmd = [sys.executable, SCRIPT, "--quick", "--systems", "cu", "--precisions", "float64",
+           "--paths", "dense,deepmd,graph", "--repeats", "1", "--budget", "0", "--out", str(out),
+           "--cache", str(tmp_path / "cache")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "dpa1.json").read_text())
+    assert result["skipped"] == []
+    rows = {(r["path"], r["atoms"]): r for r in result["rows"]}
+    assert sorted(rows) == sorted((p, a) for p in ("graph", "dense", "deepmd") for a in (32, 108))
+    for (path, atoms), row in rows.items():
+        assert row["neighbors_mean"] == 78.0 and row["neighbors_max"] == 78
+        assert row["us_per_atom"] > 0 and row["peak_mib"] > 0 and row["calls"] >= 1
+        assert row["force_max"] > 1e-4  # forces large enough for the comparison to mean something
+        if path != "graph":
+            assert row["de_per_atom_vs_graph"] < 1e-12, (path, atoms)
+            assert row["df_max_vs_graph"] < 1e-12 * max(1.0, row["force_max"]), (path, atoms)
+    table = (tmp_path / "dpa1.md").read_text()
+    assert table.count("| cu | float64 |") == 6
+    assert (tmp_path / "dpa1.png").stat().st_size > 10_000
+    forces = list((tmp_path / "cache" / "forces").glob("*.npy"))
+    assert len(forces) == 6 and all(np.isfinite(np.load(f)).all() for f in forces)
+
+
+def test_bad_arguments_name_the_flag():
+    proc = subprocess.run([sys.executable, SCRIPT, "--paths", "graph,fast"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--paths" in proc.stderr and "fast" in proc.stderr
