@@ -27,11 +27,13 @@ Paths, each timed on the same inputs in its own subprocess:
   energy against the graph path.
 
 Per point: the neighbor build is timed separately (median of 3); one
-energy+force call warms up (up to 2,048 atoms), the next measures peak memory (CPU: peak RSS
-above the pre-call RSS via ``/proc/self/clear_refs``, after ``malloc_trim``
-has returned the warm-up's freed pages; CUDA: peak allocated by torch);
-then repeated calls (at least ``--repeats``, 2 for the slowest points, more
-while the point has spent less than ``--budget`` seconds) give the median. Achieved
+energy+force call warms up (up to 2,048 atoms), then repeated calls (at least
+``--repeats``, 2 for the slowest points, more while the point has spent less
+than ``--budget`` seconds) give the median time, and a last call measures peak
+memory. CPU: peak RSS above the pre-call RSS (``/proc/self/clear_refs``),
+with glibc set to map every block over 128 KiB on its own and the freed heap
+trimmed first, so the peak is that of live data rather than of what the
+allocator kept; CUDA: peak allocated by torch. Achieved
 GFLOP/s uses the model's matmul FLOP count for energy+force (3x the forward
 count, on real edges only) and is compared with a large matmul's rate
 measured in the same run. A size is skipped (and listed as such) when the
@@ -60,7 +62,7 @@ SYSTEMS = {
 }
 RCUT, RCUT_SMTH, JITTER = 6.0, 0.5, 0.05
 SLOW_CALL_S = 20.0  # calls slower than this are timed twice, not --repeats times
-WARMUP_MAX_ATOMS = 2048  # above, the peak-memory call is the first (one-off costs are < 1 %)
+WARMUP_MAX_ATOMS = 2048  # above, the first timed call is the warm-up (one-off costs are < 1 %)
 
 
 def deepmd_params(sel: int, precision: str) -> dict:
@@ -126,7 +128,12 @@ class _Peak:
             import gc
 
             gc.collect()
-            ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back: RSS = live data
+            libc = ctypes.CDLL("libc.so.6")
+            # every block above 128 KiB is mapped and unmapped on its own from here on (no dynamic
+            # threshold, no heap reuse), and freed heap pages go back now: the peak RSS is then the
+            # peak of live data, not of what the allocator kept
+            libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+            libc.malloc_trim(0)
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset VmHWM (peak RSS) to the current RSS
             self.before = _rss_kib("VmRSS") * 1024
@@ -143,8 +150,11 @@ class _Peak:
 
 
 def _median_call(fn, sync, repeats: int, budget: float) -> list:
+    """Wall times of ``fn()``: at least ``repeats`` calls (2 when the first takes over
+    ``SLOW_CALL_S``), more while under ``budget`` seconds in all (at most 50)."""
     times, start = [], time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - start < budget and len(times) < 50):
+    while len(times) < (repeats if not times or times[0] < SLOW_CALL_S else min(repeats, 2)) \
+            or (time.perf_counter() - start < budget and len(times) < 50):
         t0 = time.perf_counter()
         fn()
         sync()
@@ -243,16 +253,12 @@ def child(args) -> dict:
     if max(degrees) > sel:
         raise SystemExit(f"max degree {max(degrees)} > sel {sel}: raise sel for {args.system}")
     if n <= WARMUP_MAX_ATOMS:  # one-off allocations (thread pools, kernels) land in the warm-up call
+        call(inputs)
+        sync()
+    times = _median_call(lambda: call(inputs), sync, args.repeats, args.budget)
+    with _Peak(device) as peak:  # last: it changes the allocator's settings for good
         energy, force = call(inputs)
         sync()
-        del energy, force
-    with _Peak(device) as peak:
-        t0 = time.perf_counter()
-        energy, force = call(inputs)
-        sync()
-        first = time.perf_counter() - t0
-    repeats = args.repeats if first < SLOW_CALL_S else min(args.repeats, 2)  # the largest points: 2 timed calls
-    times = _median_call(lambda: call(inputs), sync, repeats, args.budget)
     np.save(args.force_out, force.detach().cpu().numpy())
     flops = model_flops(config, degrees)
     seconds = float(np.median(times))

@@ -28,6 +28,8 @@ __all__ = [
     "arange",
     "is_symbolic_int",
     "to_numpy",
+    "on_cpu",
+    "split_rows",
 ]
 
 
@@ -230,6 +232,31 @@ def arange(n, like, dtype=None):
         return torch.arange(n, dtype=dtype or torch.int64, device=like.device)
     xp = namespace(like)
     return xp.arange(n, dtype=dtype or xp.int64, device=device(like))
+
+
+def on_cpu(x) -> bool:
+    """True when ``x`` lives in host memory (numpy, or a torch/jax array on a CPU device)."""
+    name = backend_name(x)
+    if name == "torch":
+        return x.device.type == "cpu"
+    if name == "jax":
+        return all(d.platform == "cpu" for d in x.devices())
+    return True
+
+
+def split_rows(x, sizes):
+    """``x`` cut along axis 0 into pieces of ``sizes`` rows (they sum to ``len(x)``).
+
+    torch's ``split`` has one backward that concatenates the pieces' gradients;
+    slicing ``x[a:b]`` piece by piece would zero-fill a full-size gradient per piece.
+    """
+    if backend_name(x) == "torch":
+        return list(x.split(list(sizes)))
+    cuts, start = [], 0
+    for size in sizes:
+        cuts.append(x[start : start + size])
+        start += size
+    return cuts
 
 
 def to_numpy(x):

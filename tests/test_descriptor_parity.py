@@ -100,3 +100,38 @@ def test_float32_matches_float64():
     out = dpa1_graph(p32, config32, graph.replace(edge_vec=graph.edge_vec.astype(np.float32)), atype)[0]
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("system", list(SYSTEMS))
+@pytest.mark.parametrize("config_name", list(CONFIGS))
+def test_chunked_block_stage(monkeypatch, config_name, system):
+    """On CPU the block stage runs in chunks of centers: any chunking gives the one-piece
+    values and the same edge_vec gradients (torch), native and deepmd_compat."""
+    torch = pytest.importorskip("torch", reason="chunking is checked with torch's autograd")
+    import graphdesc.descriptor.graph_path as gp
+
+    config, params, graph, atype, _ = _case(config_name, system, False)
+    p = cast_params(params, torch.zeros(1, dtype=torch.float64))
+    guarded = _with_guard_edges(graph)
+    g = NeighborGraph(*(torch.as_tensor(np.asarray(getattr(guarded, k)))
+                        for k in ("edge_index", "edge_vec", "edge_mask", "n_node")))
+    a = torch.as_tensor(atype)
+    weights = torch.as_tensor(np.random.default_rng(0).normal(size=(len(atype), config.dim_out)))
+
+    def run(chunk_bytes, compat):
+        monkeypatch.setattr(gp, "CHUNK_BYTES", chunk_bytes)
+        vec = g.edge_vec.clone().requires_grad_(True)
+        d = dpa1_graph(p, config, g.replace(edge_vec=vec), a, deepmd_compat=compat)[0]
+        (grad,) = torch.autograd.grad((d * weights).sum(), vec, allow_unused=True, materialize_grads=True)
+        return d.detach().numpy(), grad.numpy()
+
+    width = max(int(torch.bincount(g.dst[g.edge_mask], minlength=len(atype)).max()), 2)
+    row_bytes = width * max(width, config.attn) * 8
+    for compat in (False, True):
+        whole = run(2**40, compat)
+        for chunk_bytes in (1, 3 * row_bytes):  # one center per chunk; 3 per chunk, the last one short
+            chunked = run(chunk_bytes, compat)
+            sizes = gp._chunk_sizes(len(atype), width, config, g.edge_vec)
+            assert len(sizes) == -(-len(atype) // max(1, chunk_bytes // row_bytes)) and sum(sizes) == len(atype)
+            np.testing.assert_allclose(chunked[0], whole[0], rtol=0, atol=TOL)
+            np.testing.assert_allclose(chunked[1], whole[1], rtol=0, atol=TOL)
