@@ -1,4 +1,4 @@
-"""Shared timing helper for the benchmark scripts (run them as ``python benchmarks/NAME.py``)."""
+"""Shared helpers of the benchmark scripts (run them as ``python benchmarks/NAME.py``): timing, RSS."""
 
 import statistics
 import time
@@ -16,3 +16,12 @@ def median_time(fn, repeats: int, budget_s: float = 20.0) -> float:
         if time.perf_counter() - start > budget_s and len(times) >= 3:
             break
     return statistics.median(times)
+
+
+def rss_kib(field: str) -> int:
+    """A memory field of ``/proc/self/status`` in KiB: ``"VmRSS"`` (now) or ``"VmHWM"`` (peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")

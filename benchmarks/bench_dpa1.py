@@ -27,7 +27,7 @@ Paths, each timed on the same inputs in its own subprocess:
   energy against the graph path.
 
 Per point: the neighbor build is timed separately (median of 3); one
-energy+force call warms up (up to 2,048 atoms), then repeated calls (at least
+energy+force call warms up, then repeated calls (at least
 ``--repeats``, 2 for the slowest points, more while the point has spent less
 than ``--budget`` seconds) give the median time, and a last call measures peak
 memory. CPU: peak RSS above the pre-call RSS (``/proc/self/clear_refs``),
@@ -62,7 +62,6 @@ SYSTEMS = {
 }
 RCUT, RCUT_SMTH, JITTER = 6.0, 0.5, 0.05
 SLOW_CALL_S = 20.0  # calls slower than this are timed twice, not --repeats times
-WARMUP_MAX_ATOMS = 2048  # above, the first timed call is the warm-up (one-off costs are < 1 %)
 
 
 def deepmd_params(sel: int, precision: str) -> dict:
@@ -102,19 +101,13 @@ def model_flops(config, degrees) -> float:
 
 
 # -- child: one (system, precision, path, size) point -----------------------------------------------------
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 class _Peak:
     """Peak memory of a block above its start: torch's CUDA peak, or the process's peak RSS."""
 
     def __init__(self, device):
-        self.device = device
+        from _timing import rss_kib  # the script's folder is on sys.path in the child
+
+        self.device, self.rss_kib = device, rss_kib
 
     def __enter__(self):
         import torch
@@ -136,7 +129,7 @@ class _Peak:
             libc.malloc_trim(0)
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset VmHWM (peak RSS) to the current RSS
-            self.before = _rss_kib("VmRSS") * 1024
+            self.before = self.rss_kib("VmRSS") * 1024
         return self
 
     def __exit__(self, *exc):
@@ -146,7 +139,7 @@ class _Peak:
             torch.cuda.synchronize()
             self.bytes = torch.cuda.max_memory_allocated() - self.before
         else:
-            self.bytes = _rss_kib("VmHWM") * 1024 - self.before
+            self.bytes = self.rss_kib("VmHWM") * 1024 - self.before
 
 
 def _median_call(fn, sync, repeats: int, budget: float) -> list:
@@ -197,16 +190,19 @@ def child(args) -> dict:
         from deepmd.pt.utils.nlist import extend_input_and_build_neighbor_list
 
         model = DPEnergyModel.deserialize(source["deepmd"]).to(device).eval()
+        # DeePMD-kit's interface takes float64 coordinates whatever the model's precision
+        coord = torch.as_tensor(positions, dtype=torch.float64, device=device)
+        box = torch.as_tensor(cell, dtype=torch.float64, device=device).reshape(1, 9)
 
         def build():
-            return extend_input_and_build_neighbor_list(pos_t[None], atype[None], RCUT, [sel], mixed_types=True,
-                                                        box=cell_t.reshape(1, 9))
+            return extend_input_and_build_neighbor_list(coord[None], atype[None], RCUT, [sel], mixed_types=True,
+                                                        box=box)
 
         def call(inputs):
             ext_coord, ext_atype, mapping, nlist = inputs
             out = model.forward_lower(ext_coord, ext_atype, nlist, mapping)
-            force = torch.zeros(1, n, 3, dtype=dtype, device=device).index_add_(
-                1, mapping[0], out["extended_force"])
+            ext_force = out["extended_force"]
+            force = torch.zeros(1, n, 3, dtype=ext_force.dtype, device=device).index_add_(1, mapping[0], ext_force)
             return out["energy"].reshape(()), force[0]
     else:
         model = EnergyModel(config, params).to(device=device, dtype=dtype).eval()
@@ -252,9 +248,8 @@ def child(args) -> dict:
         degrees = torch.bincount(inputs.edge_index[1][inputs.edge_mask], minlength=n).tolist()
     if max(degrees) > sel:
         raise SystemExit(f"max degree {max(degrees)} > sel {sel}: raise sel for {args.system}")
-    if n <= WARMUP_MAX_ATOMS:  # one-off allocations (thread pools, kernels) land in the warm-up call
-        call(inputs)
-        sync()
+    call(inputs)  # warm-up: one-off allocations (thread pools, kernels, lazy loading) land here
+    sync()
     times = _median_call(lambda: call(inputs), sync, args.repeats, args.budget)
     with _Peak(device) as peak:  # last: it changes the allocator's settings for good
         energy, force = call(inputs)
@@ -395,8 +390,16 @@ def sweep(args) -> dict:
                 python=platform.python_version(), machine=platform.machine(), gemm_gflops={},
                 deepmd=_version("deepmd-kit"), command=" ".join(sys.argv))
     rows, skipped = [], []
+    if args.into:  # (re)run some paths into an earlier result: its other rows stay, its matmul rates are kept
+        with open(args.into) as f:
+            earlier = json.load(f)
+        todo = {(s, p, q) for s in args.systems for p in args.precisions for q in args.paths}
+        rows = [r for r in earlier["rows"] if (r["system"], r["precision"], r["path"]) not in todo]
+        skipped = [r for r in earlier["skipped"] if (r["system"], r["precision"], r["path"]) not in todo]
+        meta = {**earlier["meta"], "command": earlier["meta"]["command"] + " ; " + meta["command"]}
     for precision in args.precisions:
-        meta["gemm_gflops"][precision] = gemm_gflops(precision, args.device, args.threads)
+        if precision not in meta["gemm_gflops"]:
+            meta["gemm_gflops"][precision] = gemm_gflops(precision, args.device, args.threads)
         print(f"{precision}: {args.size}^3 matmul {meta['gemm_gflops'][precision]:.1f} GFLOP/s", flush=True)
     for system in args.systems:
         for precision in args.precisions:
@@ -435,7 +438,12 @@ def sweep(args) -> dict:
                     print(f"  {system} {precision} {path:9} {atoms:6d} atoms  {row['us_per_atom']:9.1f} us/atom  "
                           f"{row['peak_kib_per_atom'] / 1024:6.2f} MiB/atom  {row['gflops']:6.1f} GFLOP/s  "
                           f"build {row['build_ms']:8.1f} ms", flush=True)
-    return dict(meta=meta, rows=rows, skipped=skipped)
+    order = {"system": list(SYSTEMS), "precision": ["float64", "float32"], "path": list(PATHS)}
+
+    def key(r):
+        return tuple(order[k].index(r[k]) for k in order) + (r.get("atoms", 0),)
+
+    return dict(meta=meta, rows=sorted(rows, key=key), skipped=sorted(skipped, key=key))
 
 
 def _predicted_over(last, atoms, args):
@@ -460,12 +468,37 @@ def _version(dist: str):
         return None
 
 
+def summary(result: dict) -> str:
+    """One row per (system, precision, atoms): time and memory per atom of every path side by side."""
+    rows = result["rows"]
+    paths = [p for p in PATHS if any(r["path"] == p for r in rows)]
+    by = {(r["system"], r["precision"], r["atoms"], r["path"]): r for r in rows}
+    head = ("| system | precision | atoms | neighbors | " + " | ".join(f"{p} ms/atom" for p in paths)
+            + " | " + " | ".join(f"{p} MiB/atom" for p in paths) + " |")
+    ratios = [("deepmd", "graph"), ("deepmd", "graph-pt2"), ("dense", "graph")]
+    ratios = [(a, b) for a, b in ratios if a in paths and b in paths]
+    head += "".join(f" {a} / {b} time |" for a, b in ratios)
+    lines = [head, "|" + "---|" * 4 + "---:|" * (2 * len(paths) + len(ratios))]
+    keys = sorted({k[:3] for k in by}, key=lambda k: (list(SYSTEMS).index(k[0]), k[1] != "float64", k[2]))
+    for system, precision, atoms in keys:
+        cells = [by.get((system, precision, atoms, p)) for p in paths]
+        first = next(c for c in cells if c is not None)
+        line = f"| {system} | {precision} | {atoms} | {first['neighbors_mean']:.0f} | "
+        line += " | ".join(f"{c['us_per_atom'] / 1e3:.2f}" if c else "–" for c in cells) + " | "
+        line += " | ".join(f"{c['peak_kib_per_atom'] / 1024:.2f}" if c else "–" for c in cells) + " |"
+        for a, b in ratios:
+            ra, rb = by.get((system, precision, atoms, a)), by.get((system, precision, atoms, b))
+            line += f" {ra['seconds'] / rb['seconds']:.2f}x |" if ra and rb else " – |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def markdown(result: dict) -> str:
     meta = result["meta"]
     lines = [f"DPA1 energy+force, {meta['device_name']} ({meta['device']}, {meta['threads']} threads), "
              f"torch {meta['torch']}, DeePMD-kit {meta['deepmd']}, {meta['date']}. "
              f"Large-matmul rate: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in meta["gemm_gflops"].items()) + ".",
-             "",
+             "", summary(result), "All measurements:", "",
              "| system | precision | atoms | neighbors (mean/max) | path | µs/atom | peak MiB/atom | GFLOP/s "
              "| % of matmul rate | neighbor build (ms) | vs graph: |ΔE|/atom, max |ΔF| |",
              "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
@@ -531,10 +564,12 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="the smallest sizes only")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per point, at least (default 3)")
     parser.add_argument("--budget", type=float, default=10.0, help="more timed calls while under this many s")
-    parser.add_argument("--max-mem", type=float, default=16.0, help="skip sizes predicted above this many GiB")
+    parser.add_argument("--max-mem", type=float, default=20.0, help="skip sizes predicted above this many GiB")
     parser.add_argument("--max-call", type=float, default=60.0, help="skip sizes predicted above this many s/call")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 2 on CPU)")
     parser.add_argument("--out", default=None, help="output prefix (default results/dpa1_<device>)")
+    parser.add_argument("--into", metavar="JSON", help="add the points run now to an earlier result file")
+    parser.add_argument("--report", metavar="JSON", help="only re-render the .md and .png of an earlier run")
     parser.add_argument("--cache", default=os.path.join(HERE, ".cache"), help="models, packages, forces")
     parser.add_argument("--size", type=int, default=2048, help=argparse.SUPPRESS)
     # child mode (one point in a fresh process)
@@ -553,11 +588,17 @@ def main(argv=None) -> int:
     args.paths = _choices(parser, "--paths", args.paths, PATHS)
     if "graph" in args.paths:  # the reference of the cross-checks runs first
         args.paths = ["graph"] + [p for p in args.paths if p != "graph"]
-    out = args.out or os.path.join(HERE, "results", f"dpa1_{args.device}")
-    result = sweep(args)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".json", "w") as f:
-        json.dump(result, f, indent=1)
+    out = args.out or (args.into.removesuffix(".json") if args.into else
+                       os.path.join(HERE, "results", f"dpa1_{args.device}"))
+    if args.report:  # re-render the table and the plot of an earlier run
+        with open(args.report) as f:
+            result = json.load(f)
+        out = args.out or args.report.removesuffix(".json")
+    else:
+        result = sweep(args)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out + ".json", "w") as f:
+            json.dump(result, f, indent=1)
     table = markdown(result)
     with open(out + ".md", "w") as f:
         f.write(table)

@@ -32,19 +32,11 @@ PATHS = ("graph", "graph-static", "dense")
 MODES = ("forward", "forward+grad")
 
 
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def child(path: str, mode: str, cells: int, repeats: int) -> dict:
     import numpy as np
     import torch
 
-    from _timing import median_time
+    from _timing import median_time, rss_kib
 
     from graphdesc.descriptor import DPA1Config, cast_params, dense_inputs, dpa1_dense, dpa1_graph, init_params
     from graphdesc.examples import fcc_positions
@@ -84,9 +76,9 @@ def child(path: str, mode: str, cells: int, repeats: int) -> dict:
 
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM (peak RSS) to the current RSS
-    before = _rss_kib("VmRSS")
+    before = rss_kib("VmRSS")
     call()
-    peak = _rss_kib("VmHWM") - before
+    peak = rss_kib("VmHWM") - before
     seconds = median_time(call, repeats, budget_s=60.0)
     return dict(path=path, mode=mode, atoms=n, edges_per_atom=int(graph.num_edges) / n,
                 peak_mib=peak / 1024, peak_kib_per_atom=peak / n, ms_per_atom=1e3 * seconds / n)
