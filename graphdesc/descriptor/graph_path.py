@@ -31,7 +31,7 @@ edges; then each center's edges are stacked into one block row-set
 layout) and everything after runs on blocks: attention as batched matmuls
 with ``(N, D, D)`` block matrices of logits, weights, switches and gates,
 normalized by ``masked_softmax`` over the real keys of each row, and the
-contraction as ``G^T @ rows``. No pair index list and nothing of shape
+contraction as ``(rows^T @ G)^T``. No pair index list and nothing of shape
 ``(P, H)`` or ``(P, ng)`` is built.
 """
 
@@ -135,7 +135,7 @@ def _center_stage(params, config: DPA1Config, g, rows, sw, valid, u=None, *, wan
         u: ``(C, width, 3)`` unit vectors (with ``attn_dotr``).
 
     Returns:
-        ``(G^T @ rows (C, ng, 4), sum of G over real rows (C, ng) or None)``.
+        ``(G^T rows (C, ng, 4), sum of G over real rows (C, ng) or None)``.
     """
     xp = B.namespace(g)
     if config.attn_layer:
@@ -143,7 +143,10 @@ def _center_stage(params, config: DPA1Config, g, rows, sw, valid, u=None, *, wan
         for lp in params["attention"]:
             g = _attention_layer(lp, config, g, valid, *pair_terms)
     total = xp.sum(xp.where(valid[..., None], g, xp.zeros_like(g)), axis=1) if want_sum else None
-    return _transpose(g) @ rows, total
+    # (rows^T @ G)^T rather than G^T @ rows: the same numbers, but inductor (torch 2.13, CPU)
+    # compiled the double backward of the latter with a wrong stride for a saved
+    # (N, ng, width) view when width is data-dependent (test_train's gradient doctor)
+    return _transpose(_transpose(rows) @ g), total
 
 
 class _Blocks:
