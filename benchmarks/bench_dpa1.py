@@ -426,24 +426,38 @@ def sweep(args) -> dict:
                         print(f"  {system} {precision} {path:9} {atoms:6d} atoms: {force_file}", flush=True)
                         last = None
                         break
-                    ref = next((r for r in rows if (r["system"], r["precision"], r["path"], r["atoms"])
-                                == (system, precision, "graph", atoms)), None)
-                    if ref is not None and path != "graph":
-                        graph_force = np.load(os.path.join(force_dir, f"{system}-{precision}-{cells}-graph.npy"))
-                        row["de_per_atom_vs_graph"] = abs(row["energy"] - ref["energy"]) / atoms
-                        row["df_max_vs_graph"] = float(np.abs(np.load(force_file) - graph_force).max())
+                    _cross_check(row, rows, force_dir)
                     row["gemm_fraction"] = row["gflops"] / meta["gemm_gflops"][precision]
                     rows.append(row)
                     last = row
                     print(f"  {system} {precision} {path:9} {atoms:6d} atoms  {row['us_per_atom']:9.1f} us/atom  "
                           f"{row['peak_kib_per_atom'] / 1024:6.2f} MiB/atom  {row['gflops']:6.1f} GFLOP/s  "
                           f"build {row['build_ms']:8.1f} ms", flush=True)
+    if args.into and "graph" in args.paths:  # the kept rows are checked against the new graph run
+        for row in rows:
+            if (row["system"], row["precision"], row["path"]) not in todo:
+                _cross_check(row, rows, force_dir)
     order = {"system": list(SYSTEMS), "precision": ["float64", "float32"], "path": list(PATHS)}
 
     def key(r):
         return tuple(order[k].index(r[k]) for k in order) + (r.get("atoms", 0),)
 
     return dict(meta=meta, rows=sorted(rows, key=key), skipped=sorted(skipped, key=key))
+
+
+def _cross_check(row, rows, force_dir) -> None:
+    """``row``'s |dE|/atom and max |dF| against the graph path's point of the same size (when in ``rows``)."""
+    import numpy as np
+
+    ref = next((r for r in rows if r["path"] == "graph" and
+                (r["system"], r["precision"], r["atoms"]) == (row["system"], row["precision"], row["atoms"])), None)
+    if ref is None or row["path"] == "graph":
+        return
+    cells = round((row["atoms"] / (4 if SYSTEMS[row["system"]][0] == "fcc" else 8)) ** (1 / 3))
+    forces = [np.load(os.path.join(force_dir, f"{row['system']}-{row['precision']}-{cells}-{path}.npy"))
+              for path in ("graph", row["path"])]
+    row["de_per_atom_vs_graph"] = abs(row["energy"] - ref["energy"]) / row["atoms"]
+    row["df_max_vs_graph"] = float(np.abs(forces[1] - forces[0]).max())
 
 
 def _predicted_over(last, atoms, args):

@@ -22,7 +22,8 @@ from .descriptor import DPA1Config, compute_stats, dpa1_graph, init_params, load
 from .descriptor.params import tree_leaves, tree_map
 from .graph.container import NeighborGraph
 from .graph.forces import edge_force_virial
-from .model import EnergyConfig, atom_energy, frame_energy, init_model_params, load_model, model_from_deepmd, save_model
+from .model import (EnergyConfig, atom_energy, atom_energy_stages, frame_energy, init_model_params, load_model,
+                    model_from_deepmd, save_model)
 
 __all__ = ["DPA1Descriptor", "EnergyModel", "energy_and_forces"]
 
@@ -201,19 +202,56 @@ class EnergyModel(_ParamTree):
 
 def energy_and_forces(model: EnergyModel, graph: NeighborGraph, atype: torch.Tensor, *, forces: bool = True,
                       static: bool = False, create_graph: bool = False) -> dict:
-    """The model's outputs on ``graph`` (see :meth:`EnergyModel.forward`); traceable for export."""
+    """The model's outputs on ``graph`` (see :meth:`EnergyModel.forward`); traceable for export.
+
+    Without ``create_graph`` and with the centers in several pieces (large
+    systems on CPU), the energy gradient is taken piece by piece
+    (:func:`_piecewise_gradient`) and the outputs carry no autograd graph.
+    """
     n = atype.shape[0]
     vec = graph.edge_vec
     with torch.enable_grad():
         if forces and not vec.requires_grad:
             vec = vec.detach().requires_grad_(True)
             graph = graph.replace(edge_vec=vec)
-        atom_e = model.atom_energy(graph, atype, static=static)
+        parts, pieces, energy_of = atom_energy_stages(model.params(), model.config, graph, atype, static=static)
+        if forces and not create_graph and len(pieces) > 1:
+            atom_e, g = _piecewise_gradient(parts, pieces, energy_of, vec)
+        else:
+            atom_e = torch.cat([energy_of(piece) for piece in pieces]) if len(pieces) > 1 else energy_of(pieces[0])
+            g = None
         energy = frame_energy(atom_e, graph.n_node)
         out = {"energy": energy, "atom_energy": atom_e}
         if not forces:
             return out
-        (g,) = torch.autograd.grad(energy.sum(), vec, create_graph=create_graph, allow_unused=True,
-                                   materialize_grads=True)
+        if g is None:
+            (g,) = torch.autograd.grad(energy.sum(), vec, create_graph=create_graph, allow_unused=True,
+                                       materialize_grads=True)
     out["force"], out["atom_virial"], out["virial"] = edge_force_virial(g, graph, n)
     return out
+
+
+def _piecewise_gradient(parts: dict, pieces: list, energy_of, vec: torch.Tensor):
+    """Atom energies ``(N,)`` and ``d(sum E)/d(vec)`` ``(E, 3)``, one piece of centers at a time.
+
+    Each piece's block stage is differentiated (down to its rows of ``parts``)
+    right after it runs, so its saved activations are gone before the next
+    piece starts; one backward through the edge stage then takes the gathered
+    ``parts`` gradients to ``vec``. Same numbers as one ``autograd.grad`` of the
+    total energy, with the peak memory of the edge stage plus one piece instead
+    of every piece's activations at once. First derivatives only.
+    """
+    keys = [k for k, v in parts.items() if v.requires_grad]
+    grads = {k: [] for k in keys}
+    energies = []
+    for piece in pieces:
+        leaves = {k: v.detach().requires_grad_(True) if k in keys else v for k, v in piece.items()}
+        e = energy_of(leaves)
+        piece_grads = torch.autograd.grad(e.sum(), [leaves[k] for k in keys], allow_unused=True,
+                                          materialize_grads=True)
+        for k, gk in zip(keys, piece_grads):
+            grads[k].append(gk)
+        energies.append(e.detach())
+    (g,) = torch.autograd.grad([parts[k] for k in keys], vec, [torch.cat(grads[k]) for k in keys],
+                               allow_unused=True, materialize_grads=True)
+    return torch.cat(energies), g

@@ -215,6 +215,47 @@ def test_masked_padding_never_matters():
             np.testing.assert_allclose(to_numpy(y), to_numpy(x), rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("mixed_types,deepmd_compat", [(True, False), (False, True)])
+def test_piecewise_forces_equal_one_backward(monkeypatch, mixed_types, deepmd_compat):
+    """Eval forces on CPU are taken one piece of centers at a time (first derivatives only):
+    every output equals one backward through the whole model, for one center per piece
+    and 3 per piece (the last short), with nan/inf planted in masked edges."""
+    import graphdesc.descriptor.graph_path as gp
+    import graphdesc.torch as gt
+
+    config = energy_config(mixed_types=mixed_types, deepmd_compat=deepmd_compat)
+    model = EnergyModel(config, make_model_params(config, 6)).eval()
+    graph, atype, _ = make_system("ragged_batch", 2)
+    g = convert(graph, Backend("torch"))
+    n = len(atype)
+    ei = torch.cat([torch.tensor([[0, n - 1], [n - 1, 0]]), g.edge_index], dim=1)
+    vec = torch.cat([torch.tensor([[np.nan, 1.0, 2.0], [-np.inf, 0.0, 0.0]], dtype=torch.float64), g.edge_vec])
+    g = g.replace(edge_index=ei, edge_vec=vec, edge_mask=torch.cat([torch.zeros(2, dtype=torch.bool), g.edge_mask]))
+    a = torch.as_tensor(atype)
+    calls = []
+    piecewise = gt._piecewise_gradient
+    monkeypatch.setattr(gt, "_piecewise_gradient", lambda *args: calls.append(1) or piecewise(*args))
+
+    monkeypatch.setattr(gp, "CHUNK_BYTES", 2**40)
+    whole = model(g, a)  # one piece: one autograd.grad of the total energy
+    assert not calls
+    width = int(torch.bincount(g.dst[g.edge_mask], minlength=n).max())
+    row_bytes = width * max(width, config.descriptor.attn) * 8
+    for chunk_bytes, pieces in ((1, n), (3 * row_bytes, -(-n // 3))):
+        monkeypatch.setattr(gp, "CHUNK_BYTES", chunk_bytes)
+        assert len(gp._chunk_sizes(n, width, config.descriptor, g.edge_vec)) == pieces > 1
+        got = model(g, a)
+        assert len(calls) == 1 and not got["force"].requires_grad
+        calls.clear()
+        kept = model(g, a, create_graph=True)  # the chunked forward, one backward (the training path)
+        assert not calls
+        for key in whole:
+            assert torch.isfinite(got[key]).all(), key
+            np.testing.assert_allclose(to_numpy(got[key]), to_numpy(whole[key]), rtol=0, atol=TOL, err_msg=key)
+            np.testing.assert_allclose(to_numpy(kept[key].detach()), to_numpy(whole[key]), rtol=0, atol=TOL,
+                                       err_msg=key)
+
+
 def test_backends_agree():
     """numpy (energy), torch and jax (energy, forces, virials; jax on the static layout) agree in float64."""
     pytest.importorskip("jax")

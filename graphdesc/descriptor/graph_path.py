@@ -32,7 +32,10 @@ layout) and everything after runs on blocks: attention as batched matmuls
 with ``(N, D, D)`` block matrices of logits, weights, switches and gates,
 normalized by ``masked_softmax`` over the real keys of each row, and the
 contraction as ``(rows^T @ G)^T``. No pair index list and nothing of shape
-``(P, H)`` or ``(P, ng)`` is built.
+``(P, H)`` or ``(P, ng)`` is built. The two stages are exposed separately
+(:func:`center_inputs`, :func:`center_outputs`): centers are independent
+after the edge stage, so on CPU the block stage runs on chunks of centers,
+and the torch shell's eval forces differentiate one chunk at a time.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from .nets import embed_neighbors, layer, layer_norm, type_table, unit_rows
 from .params import params_dtype
 from .readout import readout
 
-__all__ = ["dpa1_graph", "check_model_inputs"]
+__all__ = ["dpa1_graph", "center_inputs", "center_pieces", "center_outputs", "check_model_inputs"]
 
 SMOOTH_SHIFT = 20.0  # DeePMD's fixed logit shift of smooth attention
 
@@ -75,6 +78,31 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
         ``(descriptor (N, ng*M [+ dt]), rot_mat (N, ng, 3))`` in the graph's
         library and dtype.
     """
+    table, parts = center_inputs(params, config, graph, atype, deepmd_compat=deepmd_compat, static=static)
+    out = [center_outputs(params, config, table, piece) for piece in center_pieces(parts, config)]
+    if len(out) == 1:
+        return out[0]
+    xp = B.namespace(table)
+    return tuple(xp.concat([o[i] for o in out]) for i in range(2))
+
+
+def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
+                  deepmd_compat: bool = False, static: bool = False):
+    """The edge stage: everything each center's block stage reads, as per-center arrays.
+
+    Arguments as for :func:`dpa1_graph`. Returns ``(table, parts)``: the type
+    embedding table ``(ntypes, dt)`` and a dict of arrays with ``N`` rows:
+
+    * ``g (N, width, ng)``: the embeddings of each center's edges, 0 in empty rows;
+    * ``rows (N, width, 4)``: the contraction rows ``E / dstd`` (0 on masked edges and at rcut);
+    * ``sw (N, width, 1)``: the switch; ``valid (N, width)``: rows holding a real edge;
+    * ``u (N, width, 3)``: unit vectors (with ``attn_dotr``);
+    * ``atype (N,)``; with ``deepmd_compat`` also ``shift (N, 4)`` (``davg / dstd``)
+      and ``pad (N, ng)`` (the empty slots' summed embeddings, see :func:`_deepmd_pad`).
+
+    Centers are independent from here on: any split of ``parts`` along its
+    rows (:func:`center_pieces`) gives the same :func:`center_outputs`.
+    """
     check_model_inputs(params, config, graph, atype, static=static)
     xp = B.namespace(graph.edge_vec, atype)
     n, sel = atype.shape[0], config.sel
@@ -88,21 +116,37 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
     g = embed_neighbors(params, config, rt[:, 0], xp.take(table, B.gather(atype, src), axis=0),
                         xp.take(table, center_type, axis=0))  # (E, ng)
     blocks = _Blocks(graph, n, sel if static else None, g.dtype)
-    # per-edge rows -> (N, width, F) blocks, 0 in empty rows: G, the E / dstd rows
-    # of the contraction (0 on masked edges and at rcut), the switch, the dotr unit vectors
     parts = {"g": blocks.stack(g), "rows": blocks.stack(env * xp.take(1.0 / params["dstd"], center_type, axis=0)),
-             "sw": blocks.stack(sw[:, None]), "valid": blocks.valid}
+             "sw": blocks.stack(sw[:, None]), "valid": blocks.valid, "atype": atype}
     if config.attn_dotr:
         parts["u"] = blocks.stack(unit_angular(rt))
-    sizes = _chunk_sizes(n, blocks.width, config, g)
-    chunks = [parts] if len(sizes) == 1 else \
-        [dict(zip(parts, piece)) for piece in zip(*(B.split_rows(t, sizes) for t in parts.values()))]
-    out = [_center_stage(params, config, **chunk, want_sum=deepmd_compat) for chunk in chunks]
-    gr = (xp.concat([o[0] for o in out]) if len(out) > 1 else out[0][0]) / sel  # (N, ng, 4)
     if deepmd_compat:
-        real_g = xp.concat([o[1] for o in out]) if len(out) > 1 else out[0][1]
-        gr = gr - _deepmd_offset(params, config, graph, atype, real_g, table)
-    return readout(gr, table, atype, config)
+        parts["shift"], parts["pad"] = _deepmd_pad(params, config, graph, atype, table)
+    return table, parts
+
+
+def center_pieces(parts: dict, config: DPA1Config) -> list:
+    """``parts`` of :func:`center_inputs` cut into chunks of centers (a list of dicts).
+
+    One piece on accelerators, in traced programs and for small ``N``; on CPU
+    pieces whose largest temporary is about :data:`CHUNK_BYTES`.
+    """
+    g = parts["g"]
+    sizes = _chunk_sizes(g.shape[0], g.shape[1], config, g)
+    if len(sizes) == 1:
+        return [parts]
+    return [dict(zip(parts, piece)) for piece in zip(*(B.split_rows(t, sizes) for t in parts.values()))]
+
+
+def center_outputs(params: dict, config: DPA1Config, table, parts: dict):
+    """The block stage on a piece of :func:`center_inputs`' ``parts`` with ``C`` centers:
+    attention, contraction and readout, ``(descriptor (C, ng*M [+ dt]), rot_mat (C, ng, 3))``."""
+    gr, total = _center_stage(params, config, parts["g"], parts["rows"], parts["sw"], parts["valid"],
+                              parts.get("u"), want_sum="pad" in parts)
+    gr = gr / config.sel  # (C, ng, 4)
+    if "pad" in parts:  # DeePMD's rows over empty slots and its davg shift (DPA1_MATH S2)
+        gr = gr - (total + parts["pad"])[:, :, None] * parts["shift"][:, None, :] / config.sel
+    return readout(gr, table, parts["atype"], config)
 
 
 CHUNK_BYTES = 4 * 2**20
@@ -110,7 +154,9 @@ CHUNK_BYTES = 4 * 2**20
 max(width, H))``. Every center's attention is its own, so the stage runs chunk by
 chunk and those temporaries stay in cache from one op to the next, forward and
 backward (energy+force of 864-atom fcc Cu, fp64, 2 threads: 6.5 ms/atom in one
-piece, 2.6 in chunks of 64 centers)."""
+piece, 2.6 in chunks of 64 centers). Eval forces of the torch shell are also taken
+chunk by chunk, so only one chunk's activations are held at a time (peak 0.7-0.8
+MiB/atom instead of 2.7 for 864-atom Cu, fp64)."""
 
 
 def _chunk_sizes(n, width, config: DPA1Config, like) -> list:
@@ -252,17 +298,17 @@ def _attention_layer(lp, config: DPA1Config, g, valid, pair_mask, sw_pair, phant
     return layer_norm(g + y, lp["ln_w"], lp["ln_b"], config.ln_eps)
 
 
-def _deepmd_offset(params, config: DPA1Config, graph, atype, real_g, table):
-    """The part of DeePMD-kit's ``gr`` that the native contraction leaves out: ``(N, ng, 4)``.
+def _deepmd_pad(params, config: DPA1Config, graph, atype, table):
+    """What DeePMD-kit's ``gr`` has beyond the native contraction, per center: ``(shift (N, 4), pad (N, ng))``.
 
     DeePMD contracts ``(E - davg) / dstd`` over all ``sel`` slots, empty ones
     included (DPA1_MATH S2). Splitting off the native ``E / dstd`` part leaves
-    ``(1/sel) [sum_real G_j + max(sel - deg, 0) G_pad] (x) davg[t_i] / dstd[t_i]``
-    (subtracted). An empty slot's embedding is
-    ``G_pad = Emb([-davg0/dstd0, T[type of the frame's first atom], T[t_i]])``;
+    ``-(1/sel) [sum_real G_j + max(sel - deg, 0) G_pad] (x) shift`` with
+    ``shift = davg[t_i] / dstd[t_i]``; ``pad`` is the second sum. An empty slot's
+    embedding is ``G_pad = Emb([-shift_0, T[type of the frame's first atom], T[t_i]])``;
     as a query it attends to nothing, so each layer maps it to ``LN(G_pad + b_out)``.
     """
-    xp = B.namespace(real_g)
+    xp = B.namespace(table)
     n = atype.shape[0]
     shift = xp.take(params["davg"], atype, axis=0) / xp.take(params["dstd"], atype, axis=0)  # (N, 4)
     pad_type = B.gather(atype, frame_first_node(graph.n_node, n))
@@ -273,10 +319,9 @@ def _deepmd_offset(params, config: DPA1Config, graph, atype, real_g, table):
     # the count of real edges is taken again, in floating point, rather than from the
     # integer ``deg``: AOTInductor (torch 2.13, CPU) miscompiled ``sel - deg`` fed by the
     # integer scatter that makes ``deg`` (wrong energies in exported packages)
-    real = segment_sum(xp.astype(graph.edge_mask, real_g.dtype), graph.dst, n)
+    real = segment_sum(xp.astype(graph.edge_mask, table.dtype), graph.dst, n)
     empty = xp.maximum(config.sel - real, xp.zeros_like(real))
-    total = real_g + empty[:, None] * g_pad  # real_g (N, ng): the sum of G over each center's real edges
-    return total[:, :, None] * shift[:, None, :] / config.sel
+    return shift, empty[:, None] * g_pad
 
 
 def check_model_inputs(params, config: DPA1Config, graph, atype, *, static: bool) -> None:

@@ -12,14 +12,16 @@ the torch and jax shells take that gradient (numpy evaluates energies only).
 
 from __future__ import annotations
 
-from ..descriptor import dpa1_graph, init_params
+from .. import _backend as B
+from ..descriptor import init_params
+from ..descriptor.graph_path import center_inputs, center_outputs, center_pieces
 from ..graph.container import NeighborGraph
 from ..graph.validate import node_frame
 from ..segment import segment_sum
 from .config import EnergyConfig
 from .fitting import fitting_energy, init_fitting
 
-__all__ = ["init_model_params", "atom_energy", "frame_energy"]
+__all__ = ["init_model_params", "atom_energy", "atom_energy_stages", "frame_energy"]
 
 
 def init_model_params(config: EnergyConfig, seed: int = 0) -> dict:
@@ -38,11 +40,34 @@ def atom_energy(params: dict, config: EnergyConfig, graph: NeighborGraph, atype,
         graph: compact graph, or the shape-static layout with ``static=True``.
         atype: ``(N,)`` int atom types.
     """
+    _, pieces, energy_of = atom_energy_stages(params, config, graph, atype, static=static)
+    out = [energy_of(piece) for piece in pieces]
+    return B.namespace(out[0]).concat(out) if len(out) > 1 else out[0]
+
+
+def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph, atype, *, static: bool = False):
+    """:func:`atom_energy` split into its edge stage and independent pieces of centers.
+
+    Arguments as for :func:`atom_energy`. Returns ``(parts, pieces, energy_of)``:
+    the per-center inputs of the block stage (``parts``, see
+    :func:`~graphdesc.descriptor.graph_path.center_inputs`), the same cut into
+    chunks of centers (``pieces``, a list of dicts; one on accelerators and when
+    traced), and ``energy_of(piece) -> (C,)``, the atom energies of a piece's
+    ``C`` centers. Concatenated over ``pieces`` they are :func:`atom_energy`.
+    A piece depends on the edges only through its own ``parts`` rows, so the
+    torch shell differentiates one piece at a time (forces at the memory of one piece).
+    """
     if not isinstance(config, EnergyConfig):
         raise TypeError(f"config must be an EnergyConfig, got {type(config).__name__}")
-    descriptor, _ = dpa1_graph(params["descriptor"], config.descriptor, graph, atype,
-                               deepmd_compat=config.deepmd_compat, static=static)
-    return fitting_energy(params["fitting"], config, descriptor, atype)
+    desc_config, desc_params = config.descriptor, params["descriptor"]
+    table, parts = center_inputs(desc_params, desc_config, graph, atype, deepmd_compat=config.deepmd_compat,
+                                 static=static)
+
+    def energy_of(piece):
+        descriptor, _ = center_outputs(desc_params, desc_config, table, piece)
+        return fitting_energy(params["fitting"], config, descriptor, piece["atype"])
+
+    return parts, center_pieces(parts, desc_config), energy_of
 
 
 def frame_energy(atom_e, n_node):
