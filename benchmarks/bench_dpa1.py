@@ -342,7 +342,7 @@ def make_package(model_path: str, device: str, cache: str) -> str:
     from graphdesc.export import export_package
     from graphdesc.torch import EnergyModel
 
-    path = model_path.replace(".pkl", f"-{device}-torch{torch.__version__.split('+')[0]}.pt2")
+    path = model_path.replace(".pkl", f"-{device}-torch{torch.__version__.split('+')[0]}-{_code_tag()}.pt2")
     if not os.path.exists(path):
         with open(model_path, "rb") as f:
             config, params = pickle.load(f)["graphdesc"]
@@ -351,6 +351,21 @@ def make_package(model_path: str, device: str, cache: str) -> str:
         export_package(EnergyModel(config, params), path, device=device)
         print(f"{time.perf_counter() - t0:.0f} s", flush=True)
     return path
+
+
+def _code_tag() -> str:
+    """Hash of graphdesc's sources: a package compiled from other code is not reused."""
+    import hashlib
+
+    import graphdesc
+
+    root = os.path.dirname(graphdesc.__file__)
+    digest = hashlib.sha1()
+    for folder, _, files in sorted(os.walk(root)):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(name.encode() + f.read())
+    return digest.hexdigest()[:10]
 
 
 def gemm_gflops(precision: str, device: str, threads: int, size: int = 2048) -> float:
@@ -379,7 +394,6 @@ def run_point(args, system, precision, path, cells, model_path, package, force_d
 
 
 def sweep(args) -> dict:
-    import numpy as np
     import torch
 
     os.makedirs(args.cache, exist_ok=True)
