@@ -81,3 +81,21 @@ def test_quick_run_agrees_across_paths(tmp_path):
 def test_bad_arguments_name_the_flag():
     proc = subprocess.run([sys.executable, SCRIPT, "--paths", "graph,fast"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--paths" in proc.stderr and "fast" in proc.stderr
+
+
+def test_profile_splits_the_call_into_op_groups(tmp_path):
+    """The profile table's shares add up to the whole call, and matmuls are found by name."""
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "profile_dpa1.py"), "--cells", "2",
+           "--cache", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ") and "%" in line]
+    share = {name.strip(): float(cell.split("%")[0]) for name, cell in rows}
+    assert 98 <= sum(share.values()) <= 102, share  # rounded to whole percents
+    assert share["matmul (mm, bmm)"] > 20 and share["elementwise"] > 5, share
+
+
+def test_profile_rejects_bad_cells():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_dpa1.py"), "--cells", "2,x"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--cells" in proc.stderr and "2,x" in proc.stderr
