@@ -363,8 +363,9 @@ def _code_tag() -> str:
     digest = hashlib.sha1()
     for folder, _, files in sorted(os.walk(root)):
         for name in sorted(f for f in files if f.endswith(".py")):
-            with open(os.path.join(folder, name), "rb") as f:
-                digest.update(name.encode() + f.read())
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                digest.update(os.path.relpath(path, root).encode() + b"\0" + f.read())
     return digest.hexdigest()[:10]
 
 
