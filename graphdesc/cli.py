@@ -336,8 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one command; bad input ends it with ``graphdesc COMMAND: error: ...`` on stderr and exit status 1.
+
+    Set ``GRAPHDESC_TRACEBACK=1`` to get the full Python traceback instead.
+    """
+    import os
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, ImportError) as err:
+        if os.environ.get("GRAPHDESC_TRACEBACK"):
+            raise
+        print(f"graphdesc {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ def test_package_metadata_and_input_errors(package64, model64):
 def test_loader_refuses_non_packages(tmp_path):
     junk = tmp_path / "junk.pt2"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a loadable"):
+    with pytest.raises(ValueError, match="is not a .pt2 package"):
         load_package(junk)
     with pytest.raises(FileNotFoundError):
         load_package(tmp_path / "missing.pt2")

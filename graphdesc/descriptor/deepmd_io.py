@@ -9,8 +9,6 @@ statistics) are refused with an error that names them.
 
 from __future__ import annotations
 
-import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from .. import _backend as B
 from .config import DPA1Config
 from .params import tree_map
 
-__all__ = ["params_from_deepmd", "params_to_deepmd", "load_deepmd"]
+__all__ = ["params_from_deepmd", "params_to_deepmd", "load_deepmd", "read_model_file"]
 
 _CONFIG_KEYS = (
     "rcut", "rcut_smth", "sel", "ntypes", "neuron", "axis_neuron", "tebd_dim", "tebd_input_mode",
@@ -193,34 +191,61 @@ def load_deepmd(source):
             model dict with a ``descriptor`` inside), or a path to a ``.pkl`` /
             ``.pickle`` (pickled dict), ``.json``, ``.yaml`` / ``.yml`` or
             ``.dp`` / ``.hlo`` (DeePMD-kit's native HDF5; needs ``h5py``) file.
+            Files are read as data only: a pickle that names any Python global
+            beyond numpy's array constructors is refused before anything runs
+            (:mod:`graphdesc.safe_io`).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is corrupt, truncated, not a DeePMD-kit DPA1
+            model, or asks to run code (:class:`~graphdesc.safe_io.UnsafeFileError`);
+            the message names the file.
     """
-    data = source if isinstance(source, dict) else _read(Path(source))
-    return params_from_deepmd(_find_descriptor(data))
+    if isinstance(source, dict):
+        return params_from_deepmd(_find_descriptor(source))
+    return read_model_file(source, lambda data: params_from_deepmd(_find_descriptor(data)))
 
 
 def _read(path: Path) -> dict:
+    """The dict in a DeePMD-kit model file, read without running anything it holds (:mod:`graphdesc.safe_io`)."""
+    from .. import safe_io
+
     if not path.exists():
         raise FileNotFoundError(f"no such DeePMD-kit model file: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
     suffix = path.suffix.lower()
     if suffix in (".pkl", ".pickle"):
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    if suffix == ".json":
-        return _variables_to_numpy(json.loads(path.read_text()))
-    if suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise ImportError("reading a .yaml model needs PyYAML: pip install pyyaml") from None
-        return _variables_to_numpy(yaml.safe_load(path.read_text()))
-    if suffix in (".dp", ".hlo"):
-        try:
-            import h5py
-        except ImportError:
-            raise ImportError("reading a .dp model needs h5py: pip install h5py") from None
-        with h5py.File(path, "r") as f:
-            return _variables_to_numpy(json.loads(f.attrs["json"]), lambda name: f[name][()].copy())
-    raise ValueError(f"unknown model file type {suffix!r}; expected .pkl, .json, .yaml, .yml, .dp or .hlo")
+        data = safe_io.load_pickle(path)
+    elif suffix == ".json":
+        data = _variables_to_numpy(safe_io.load_json(path))
+    elif suffix in (".yaml", ".yml"):
+        data = _variables_to_numpy(safe_io.load_yaml(path))
+    elif suffix in (".dp", ".hlo"):
+        data = safe_io.load_hdf5_model(path, lambda header, dataset: _variables_to_numpy(header, dataset))
+    else:
+        raise ValueError(f"{path}: unknown model file type {suffix!r}; expected .pkl, .json, .yaml, .yml, .dp or .hlo")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not a DeePMD-kit model dict")
+    return data
+
+
+def read_model_file(path, parse):
+    """``parse(dict)`` of the DeePMD-kit model file ``path``; any structural error names the file.
+
+    A file that reads but lacks an entry, or holds one of the wrong kind, gives
+    ``ValueError("<path>: not a usable DeePMD-kit model: ...")`` rather than a
+    bare ``KeyError`` from deep inside the parser.
+    """
+    path = Path(path)
+    data = _read(path)
+    try:
+        return parse(data)
+    except (KeyError, TypeError, IndexError, AttributeError) as err:
+        what = f"missing entry {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise ValueError(f"{path}: not a usable DeePMD-kit model: {what}") from None
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def _variables_to_numpy(obj, dataset=None, in_variables=False):

@@ -29,6 +29,7 @@ class Package:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"no such package: {self.path}")
+        _check_archive(self.path)
         try:
             self._compiled = torch._inductor.aoti_load_package(str(self.path), device_index=device_index)
         except Exception as err:
@@ -88,8 +89,30 @@ class Package:
         return f"Package({str(self.path)!r}, dtype={self.metadata['dtype']}, device={self.device.type})"
 
 
+def _check_archive(path: Path) -> None:
+    """A ``.pt2`` is a zip archive: refuse anything else, or a damaged one, before libtorch opens it."""
+    import zipfile
+
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a .pt2 package: a package is a zip archive written by "
+                         "graphdesc export, and this file is not one (or is truncated)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        raise ValueError(f"{path}: corrupt or truncated .pt2 package ({type(err).__name__}: {err})") from None
+    if bad is not None:
+        raise ValueError(f"{path}: corrupt .pt2 package: member {bad!r} fails its CRC check")
+
+
 def load_package(path, *, device_index: int = -1) -> Package:
     """Load a ``.pt2`` written by :func:`graphdesc.export.export_package`.
+
+    Trust: a ``.pt2`` holds compiled native code (a shared library), and
+    loading it runs that code, as with any AOTInductor package. Load only
+    packages you built or got from a source you trust. graphdesc checks that
+    the file is an intact archive with graphdesc metadata; it cannot check
+    what the compiled code does.
 
     Returns:
         a callable ``f(atype, edge_index, edge_vec, edge_mask, n_node) -> dict`` of

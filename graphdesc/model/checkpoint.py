@@ -57,28 +57,75 @@ def save_model(path, config: EnergyConfig, params: dict, *, extra: dict | None =
 
 
 def load_model(path):
-    """``(config, params, extra)`` from a checkpoint written by :func:`save_model` (numpy params)."""
+    """``(config, params, extra)`` from a checkpoint written by :func:`save_model` (numpy params).
+
+    The file is read with ``numpy.load(allow_pickle=False)``: a checkpoint
+    never holds pickled data, so nothing in it can run.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a graphdesc checkpoint, corrupt or truncated, or
+            written by a newer format version; the message names the file.
+    """
+    import zipfile
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such model checkpoint: {path}")
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a graphdesc model checkpoint: a checkpoint is an .npz (zip) archive "
+                         "written by EnergyModel.save, and this file is not one (or is truncated)")
     try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as err:  # zipfile/format errors: say what the file is not
-        raise ValueError(f"{path} is not a graphdesc model checkpoint (.npz): {err}") from None
-    with archive:
-        if _HEADER not in archive.files:
-            raise ValueError(f"{path} is not a graphdesc model checkpoint (no {_HEADER} header)")
-        header = json.loads(archive[_HEADER].tobytes().decode())
-        if header.get("format") != FORMAT:
-            raise ValueError(f"{path}: unknown format {header.get('format')!r}, expected {FORMAT!r}")
-        version = header.get("format_version")
-        if not isinstance(version, int) or version < 1:
-            raise ValueError(f"{path}: invalid format_version {version!r}")
-        if version > FORMAT_VERSION:
-            raise ValueError(
-                f"{path} was written with checkpoint format version {version} (graphdesc "
-                f"{header.get('graphdesc_version', '?')}); this graphdesc reads versions up to "
-                f"{FORMAT_VERSION}. Upgrade graphdesc to load it."
-            )
-        params = tree_from_leaves((name, archive[name]) for name in archive.files if name != _HEADER)
-    return EnergyConfig.from_dict(header["config"]), params, header.get("extra", {})
+        with np.load(path, allow_pickle=False) as archive:
+            if _HEADER not in archive.files:
+                raise ValueError(f"{path} is an .npz archive but not a graphdesc model checkpoint "
+                                 f"(no {_HEADER} header)")
+            header = json.loads(archive[_HEADER].tobytes().decode())
+            _check_header(path, header)
+            leaves = [(name, archive[name]) for name in archive.files if name != _HEADER]
+    except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: corrupt or truncated model checkpoint ({type(err).__name__}: {err})") from None
+    except ValueError as err:
+        if str(err).startswith(str(path)):
+            raise
+        # numpy's own messages (e.g. an object array) would suggest allow_pickle: never right for a checkpoint
+        raise ValueError(f"{path}: corrupt model checkpoint: an entry is not a plain numeric array") from None
+    for name, value in leaves:
+        if value.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: corrupt model checkpoint: parameter {name!r} holds {value.dtype}, not numbers")
+    try:
+        config = EnergyConfig.from_dict(header["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: the checkpoint's config is invalid: {err}") from None
+    _check_leaves(path, config, leaves)
+    return config, tree_from_leaves(leaves), header.get("extra", {})
+
+
+def _check_leaves(path: Path, config: EnergyConfig, leaves) -> None:
+    """Every parameter the config needs is there, with its shape, and nothing else."""
+    from .energy import init_model_params
+
+    expected = {name: np.shape(value) for name, value in tree_leaves(init_model_params(config))}
+    found = {name: value.shape for name, value in leaves}
+    missing, unknown = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    if missing or unknown:
+        raise ValueError(f"{path}: the checkpoint's parameters do not match its config: "
+                         f"missing {missing[:5]}, unexpected {unknown[:5]}")
+    for name, shape in expected.items():
+        if found[name] != shape:
+            raise ValueError(f"{path}: parameter {name!r} has shape {found[name]}, its config needs {shape}")
+
+
+def _check_header(path: Path, header) -> None:
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        fmt = header.get("format") if isinstance(header, dict) else None
+        raise ValueError(f"{path}: unknown format {fmt!r}, expected {FORMAT!r}")
+    version = header.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"{path}: invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written with checkpoint format version {version} (graphdesc "
+            f"{header.get('graphdesc_version', '?')}); this graphdesc reads versions up to "
+            f"{FORMAT_VERSION}. Upgrade graphdesc to load it."
+        )

@@ -15,11 +15,9 @@ fitting, ``atom_exclude_types`` / ``pair_exclude_types`` of the model,
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ..descriptor.deepmd_io import _read, params_from_deepmd
+from ..descriptor.deepmd_io import params_from_deepmd, read_model_file
 from .config import EnergyConfig
 
 __all__ = ["model_from_deepmd"]
@@ -33,9 +31,12 @@ def model_from_deepmd(source):
             ``model``), or a ``.pkl`` / ``.json`` / ``.yaml`` / ``.dp`` file holding one.
 
     The config has ``deepmd_compat=True``: energies equal DeePMD-kit's.
+    Files are read as data only (see :func:`~graphdesc.descriptor.load_deepmd`);
+    errors name the file.
     """
-    data = source if isinstance(source, dict) else _read(Path(source))
-    model = _find_model(data)
+    if not isinstance(source, dict):
+        return read_model_file(source, model_from_deepmd)
+    model = _find_model(source)
     dconfig, dparams = params_from_deepmd(model["descriptor"])
     fit = model["fitting"]
     _refuse(model, fit)
