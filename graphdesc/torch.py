@@ -208,6 +208,7 @@ def energy_and_forces(model: EnergyModel, graph: NeighborGraph, atype: torch.Ten
     systems on CPU), the energy gradient is taken piece by piece
     (:func:`_piecewise_gradient`) and the outputs carry no autograd graph.
     """
+    _check_torch_inputs(graph, atype)
     n = atype.shape[0]
     vec = graph.edge_vec
     with torch.enable_grad():
@@ -229,6 +230,17 @@ def energy_and_forces(model: EnergyModel, graph: NeighborGraph, atype: torch.Ten
                                        materialize_grads=True)
     out["force"], out["atom_virial"], out["virial"] = edge_force_virial(g, graph, n)
     return out
+
+
+def _check_torch_inputs(graph, atype) -> None:
+    """The torch shell takes a NeighborGraph of torch tensors and torch ``atype`` (values: the core's checks)."""
+    if not isinstance(graph, NeighborGraph):
+        raise TypeError(f"graph must be a NeighborGraph, got {type(graph).__name__}")
+    for name, x in (("edge_index", graph.edge_index), ("edge_vec", graph.edge_vec), ("edge_mask", graph.edge_mask),
+                    ("n_node", graph.n_node), ("atype", atype)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor for a torch model, got {type(x).__name__} "
+                            "(build the graph from torch positions, or convert it)")
 
 
 def _piecewise_gradient(parts: dict, pieces: list, energy_of, vec: torch.Tensor):

@@ -126,7 +126,7 @@ def test_bad_data_errors(tmp_path, data):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Dataset.read(tmp_path / "missing.extxyz")
     (tmp_path / "empty.extxyz").write_text("")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="empty.extxyz"):
         Dataset.read(tmp_path / "empty.extxyz")
     train_set, val_set = data.split(0.25, seed=1)
     assert len(train_set) + len(val_set) == len(data) and len(val_set) == 3

@@ -116,6 +116,7 @@ def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype,
     g = embed_neighbors(params, config, rt[:, 0], xp.take(table, B.gather(atype, src), axis=0),
                         xp.take(table, center_type, axis=0))  # (E, ng)
     blocks = _Blocks(graph, n, sel if static else None, g.dtype)
+    _check_block_size(blocks, config, g)
     parts = {"g": blocks.stack(g), "rows": blocks.stack(env * xp.take(1.0 / params["dstd"], center_type, axis=0)),
              "sw": blocks.stack(sw[:, None]), "valid": blocks.valid, "atype": atype}
     if config.attn_dotr:
@@ -219,6 +220,7 @@ class _Blocks:
             width = B.to_size(xp.max(xp.concat([deg, two])), minimum=2)
             slot = _rank_in_center(dst, mask, deg, n)
         self.n, self.width, self.mask = n, width, mask
+        self.deg = None if static_nnei is not None else deg
         self.row = dst * width + slot  # (E,) row in the (N * width) stacked blocks
         self.row = xp.where(mask, self.row, xp.zeros_like(self.row))
         self.valid = self.stack(xp.astype(mask, dtype)[:, None])[..., 0] > 0  # (N, width)
@@ -228,6 +230,29 @@ class _Blocks:
         xp = B.namespace(x)
         out = segment_sum(x, self.row, self.n * self.width, mask=self.mask)
         return xp.reshape(out, (self.n, self.width, x.shape[-1]))
+
+
+MAX_BLOCK_BYTES = 2**30
+"""The largest attention temporary of one center, ``(width, max(width, attn))``
+floats, that the eager block stage accepts: 1 GiB is a center with ~11,600
+neighbors in fp64 (fcc Cu at rcut 6 Å has 78, diamond 160). Beyond it a single
+center would exhaust memory before any chunking could help; only a wrong cell
+or wrong units make a structure that dense."""
+
+
+def _check_block_size(blocks: _Blocks, config: DPA1Config, like) -> None:
+    """A clear error instead of an out-of-memory kill for an absurdly dense structure (eager only)."""
+    width = blocks.width
+    if blocks.deg is None or B.is_traced(like) or B.is_symbolic_int(width):
+        return
+    nbytes = width * max(width, config.attn) * B.namespace(like).finfo(like.dtype).bits // 8
+    if nbytes > MAX_BLOCK_BYTES:
+        xp = B.namespace(blocks.deg)
+        center = int(xp.argmax(blocks.deg))
+        raise ValueError(
+            f"center {center} has {width} neighbors within rcut {config.rcut:g} A (sel {config.sel}): one "
+            f"attention block of {nbytes / 2**30:.1f} GiB, more than the {MAX_BLOCK_BYTES / 2**30:g} GiB "
+            "graphdesc allows per center. No material is that dense: check the cell and the units of positions")
 
 
 def _rank_in_center(dst, mask, deg, n):

@@ -1,6 +1,6 @@
 """NeighborGraph: the container, its validation, builders, layouts and force/virial assembly."""
 
-from .build import batch_graphs, build_graph
+from .build import MAX_EDGES, MIN_DISTANCE, batch_graphs, build_graph, check_min_distance
 from .container import NeighborGraph, num_nodes
 from .forces import edge_force_virial
 from .layout import from_dense_quartet, to_dense, to_quartet, to_static, truncate
@@ -10,6 +10,9 @@ __all__ = [
     "NeighborGraph",
     "build_graph",
     "batch_graphs",
+    "check_min_distance",
+    "MIN_DISTANCE",
+    "MAX_EDGES",
     "validate",
     "node_frame",
     "frame_first_node",

@@ -23,10 +23,24 @@ from .. import _backend as B
 from .._checks import check_float
 from .container import NeighborGraph, num_nodes
 
-__all__ = ["build_graph", "batch_graphs"]
+__all__ = ["build_graph", "batch_graphs", "check_min_distance", "MIN_DISTANCE", "MAX_EDGES"]
+
+MIN_DISTANCE = 0.1
+"""Atoms closer than this (Å) are refused where positions become a graph. No
+structure comes near it: the shortest bond (H2) is 0.74 Å, and even compressed
+hydrogen keeps its atoms 0.6 Å apart. Two atoms this close are a mistake in the
+input (a duplicated atom, a wrong unit, a cell too small), and at distance 0
+the descriptor's ``1/r`` is NaN, which would reach forces and losses silently."""
+
+MAX_EDGES = 10**8
+"""The most pairs :func:`build_graph` will look for (estimated from the density
+before the search). 10^8 pairs is about 8 GB of neighbor list alone, over a
+million atoms of bulk metal at rcut 6 Å; a near-degenerate cell reaches it with
+a handful of atoms, and the search would then exhaust memory instead of failing."""
 
 
-def build_graph(positions, cutoff: float, *, cell=None, pbc=False, sel: int | None = None) -> NeighborGraph:
+def build_graph(positions, cutoff: float, *, cell=None, pbc=False, sel: int | None = None,
+                min_distance: float = MIN_DISTANCE, max_edges: int | None = MAX_EDGES) -> NeighborGraph:
     """The neighbor graph of one frame.
 
     Args:
@@ -39,6 +53,16 @@ def build_graph(positions, cutoff: float, *, cell=None, pbc=False, sel: int | No
         sel: keep only the ``sel`` nearest neighbors of each center (for
             comparisons with dense codes); ties are broken as in the edge
             order below. None keeps every neighbor within the cutoff.
+        min_distance: refuse atoms (or an atom and a periodic image) closer
+            than this, in Å (default :data:`MIN_DISTANCE`). Coincident atoms
+            (distance 0) are refused whatever its value.
+        max_edges: refuse, before searching, a structure whose density
+            predicts more pairs than this (default :data:`MAX_EDGES`; None: no limit).
+
+    Raises:
+        ValueError: bad positions, cutoff, cell or pbc (naming the argument);
+            two atoms closer than ``min_distance`` (naming both and their
+            distance); more than ``max_edges`` expected pairs.
 
     Returns:
         A compact NeighborGraph in the library of ``positions``: edges sorted
@@ -48,15 +72,10 @@ def build_graph(positions, cutoff: float, *, cell=None, pbc=False, sel: int | No
     """
     xp = B.namespace(positions)
     pos_np, cell_np, periodic = _check_inputs(xp, positions, cutoff, cell, pbc)
-    import vesin
-
-    box = cell_np if cell_np is not None else np.zeros((3, 3))
-    center, neighbor, shift = vesin.NeighborList(cutoff=float(cutoff), full_list=True).compute(
-        pos_np, box, periodic, "ijS"
-    )
-    shift = shift.astype(np.int64)
-    vec_np = pos_np[neighbor] - pos_np[center] + shift @ box
-    r = np.sqrt(np.einsum("ij,ij->i", vec_np, vec_np))
+    if max_edges is not None:
+        _check_expected_pairs(pos_np, cell_np, periodic, float(cutoff), max_edges)
+    center, neighbor, shift, vec_np, r = _pairs(pos_np, cell_np, periodic, float(cutoff))
+    _refuse_close_pairs(center, neighbor, shift, r, min_distance, "positions")
     order = _center_major_order(center, r, _tie_key(neighbor, shift), pos_np.shape[0])
     src, dst, shift = neighbor[order], center[order], shift[order]
 
@@ -78,6 +97,84 @@ def build_graph(positions, cutoff: float, *, cell=None, pbc=False, sel: int | No
 
         graph = truncate(graph, sel)
     return graph
+
+
+def _pairs(pos_np, cell_np, periodic, cutoff):
+    """vesin's full pair list: ``(center, neighbor, shift (E, 3) int64, vec (E, 3), r (E,))``."""
+    import vesin
+
+    box = cell_np if cell_np is not None else np.zeros((3, 3))
+    center, neighbor, shift = vesin.NeighborList(cutoff=cutoff, full_list=True).compute(pos_np, box, periodic, "ijS")
+    shift = shift.astype(np.int64)
+    vec = pos_np[neighbor] - pos_np[center] + shift @ box
+    return center, neighbor, shift, vec, np.sqrt(np.einsum("ij,ij->i", vec, vec))
+
+
+def check_min_distance(positions, *, cell=None, pbc=False, min_distance: float = MIN_DISTANCE,
+                       name: str = "positions") -> None:
+    """Raise a ``ValueError`` naming the closest pair of atoms if it is nearer than ``min_distance`` (Å).
+
+    Args:
+        positions: ``(N, 3)`` float array (any library), Å.
+        cell, pbc: as for :func:`build_graph`; periodic images count.
+        min_distance: the threshold (default :data:`MIN_DISTANCE`); distance 0 is always refused.
+        name: what to call the positions in the message (e.g. ``"frame 3"``).
+
+    Cost: one neighbor search at radius ``min_distance``, O(N).
+    """
+    xp = B.namespace(positions)
+    pos_np, cell_np, periodic = _check_inputs(xp, positions, 1.0, cell, pbc)
+    radius = max(float(min_distance), 1e-6)  # vesin needs a positive cutoff; coincident atoms are within any
+    center, neighbor, shift, _, r = _pairs(pos_np, cell_np, periodic, radius)
+    _refuse_close_pairs(center, neighbor, shift, r, min_distance, name)
+
+
+def _refuse_close_pairs(center, neighbor, shift, r, min_distance, name) -> None:
+    """O(E): the closest pair, if nearer than ``min_distance`` or coincident, as a ``ValueError``."""
+    if not len(r):
+        return
+    k = int(np.argmin(r))
+    if r[k] > 0 and r[k] >= min_distance:
+        return
+    i, j = sorted((int(center[k]), int(neighbor[k])))
+    what = f"atoms {i} and {j}" if i != j else f"atom {i} and its own periodic image"
+    if np.any(shift[k]):
+        what += f" (image shift {shift[k].tolist()})"
+    reason = "coincide (distance 0)" if r[k] == 0 else f"are {r[k]:.3g} A apart"
+    raise ValueError(f"{name}: {what} {reason}; graphdesc refuses atoms closer than min_distance = "
+                     f"{min_distance:g} A (a duplicated atom, a wrong unit or a wrong cell?)")
+
+
+def _check_expected_pairs(pos_np, cell_np, periodic, cutoff, max_edges) -> None:
+    """Refuse, before the search, a structure whose density predicts more than ``max_edges`` pairs.
+
+    Estimate: ``N^2 (pi/6) prod_i f_i`` over the three cell directions, with
+    ``f_i = 2 rc / d_i`` along a periodic direction of plane spacing ``d_i``
+    and ``min(1, 2 rc / extent_i)`` along an open one (the atoms' extent
+    normal to the other two vectors). For a periodic box this is
+    ``N^2 (4/3) pi rc^3 / V``, the expected pair count; it grows without bound
+    as a periodic cell flattens.
+    """
+    n = pos_np.shape[0]
+    if n * n <= max_edges and not any(periodic):
+        return
+    vectors = cell_np if cell_np is not None and abs(np.linalg.det(cell_np)) > 1e-12 else np.eye(3)
+    normals = np.cross(np.roll(vectors, -1, axis=0), np.roll(vectors, -2, axis=0))  # row i: a_{i+1} x a_{i+2}
+    spacing = abs(np.linalg.det(vectors)) / np.linalg.norm(normals, axis=1)  # (3,) plane spacings
+    factor = np.pi / 6
+    for i in range(3):
+        if periodic[i]:
+            factor *= 2 * cutoff / spacing[i]
+        else:
+            extent = float(np.ptp(pos_np @ (normals[i] / np.linalg.norm(normals[i])))) if n else 0.0
+            factor *= min(1.0, 2 * cutoff / extent) if extent > 0 else 1.0
+    expected = n * n * factor
+    if expected > max_edges:
+        raise ValueError(
+            f"this structure would have about {expected:.2g} pairs within the cutoff {cutoff:g} A "
+            f"({n} atoms, cell plane spacings {', '.join(f'{d:.3g}' for d in spacing)} A), more than "
+            f"max_edges = {max_edges:.2g}: is the cell nearly flat, or in the wrong unit? "
+            "Pass max_edges=None to build it anyway")
 
 
 def _center_major_order(center, r, tie, n):

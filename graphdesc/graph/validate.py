@@ -27,7 +27,7 @@ def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None, pad
     Checks: field types, shapes and dtypes; one array library throughout;
     ``n_node >= 0``; ``atype`` of length ``sum(n_node)``, integer, in
     ``[0, ntypes)``; edge indices in range; no real edge joining two frames;
-    finite ``edge_vec`` on real edges; ``edge_vec == 0`` on masked edges
+    finite, non-zero ``edge_vec`` on real edges; ``edge_vec == 0`` on masked edges
     (unless ``padding_zero=False``: consumers that mask padding themselves
     accept anything there).
 
@@ -86,6 +86,11 @@ def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None, pad
     if bool(xp.any(mask & ~finite)):
         bad = int(xp.nonzero(mask & ~finite)[0][0])
         raise ValueError(f"edge_vec holds NaN or inf on real edge {bad}")
+    zero = mask & xp.all(vec == 0, axis=1)
+    if bool(xp.any(zero)):
+        bad = int(xp.nonzero(zero)[0][0])
+        raise ValueError(f"edge_vec is zero on real edge {bad} (src {int(ei[0, bad])}, dst {int(ei[1, bad])}): "
+                         "coincident atoms, where the descriptor's 1/r is undefined")
     if padding_zero and bool(xp.any(~mask & xp.any(vec != 0, axis=1))):
         bad = int(xp.nonzero(~mask & xp.any(vec != 0, axis=1))[0][0])
         raise ValueError(f"masked edge {bad} has a non-zero edge_vec; padding edges must hold 0")

@@ -59,7 +59,10 @@ class GraphCache:
     def graph(self, index: int) -> NeighborGraph:
         if index not in self._graphs:
             f = self.dataset[index]
-            self._graphs[index] = build_graph(f.positions, self.rcut, cell=f.cell, pbc=f.pbc)
+            try:
+                self._graphs[index] = build_graph(f.positions, self.rcut, cell=f.cell, pbc=f.pbc)
+            except ValueError as err:
+                raise ValueError(f"frame {index}: {err}") from None
         return self._graphs[index]
 
     def max_degree(self) -> int:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..graph import check_min_distance
+
 __all__ = ["Frame", "Dataset"]
 
 
@@ -165,7 +167,13 @@ class Dataset:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"dataset file {str(path)!r} does not exist")
-        images = read(path, index=index)
+        if not path.is_file():
+            raise ValueError(f"dataset {str(path)!r} is not a file")
+        try:
+            images = read(path, index=index)
+        except Exception as err:  # ASE raises many kinds (ValueError, StopIteration, IndexError, its own)
+            raise ValueError(f"cannot read dataset file {str(path)!r} with ase.io.read: "
+                             f"{type(err).__name__}: {err}") from None
         images = images if isinstance(images, list) else [images]
         if not images:
             raise ValueError(f"the dataset is empty: {str(path)!r} holds no frames")
@@ -218,6 +226,8 @@ def _frame(k, atoms, atype) -> Frame:
     from ase.stress import voigt_6_to_full_3x3_stress
 
     n = len(atoms)
+    if n == 0:
+        raise ValueError(f"frame {k} has no atoms (per-atom losses divide by the atom count)")
     positions = np.asarray(atoms.positions, dtype=np.float64)
     if not np.isfinite(positions).all():
         raise ValueError(f"frame {k} has NaN or inf positions")
@@ -226,6 +236,7 @@ def _frame(k, atoms, atype) -> Frame:
     if any(pbc) and abs(np.linalg.det(cell)) < 1e-12:
         raise ValueError(f"frame {k} is periodic but its cell is degenerate")
     cell = cell if any(pbc) or abs(np.linalg.det(cell)) > 1e-12 else None
+    check_min_distance(positions, cell=cell, pbc=pbc, name=f"frame {k}")
 
     def label(getter, fallback):
         if atoms.calc is not None:
