@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
@@ -60,13 +61,22 @@ def _eval(args) -> int:
 
     source = args.model if args.model.endswith(".pt2") else _load_model(args.model)
     calc = Calculator(source, type_map=args.type_map.split(",") if args.type_map else None)
-    frames = read(args.structure, index=args.index)
+    if not os.path.isfile(args.structure):
+        raise FileNotFoundError(f"no such structure file: {args.structure}")
+    try:
+        frames = read(args.structure, index=args.index)
+    except Exception as err:  # ASE raises many kinds for a malformed file
+        raise ValueError(f"cannot read structure file {args.structure!r} with ase.io.read: "
+                         f"{type(err).__name__}: {err}") from None
     frames = frames if isinstance(frames, list) else [frames]
     results = []
     for i, atoms in enumerate(frames):
         atoms.calc = calc
-        energy = atoms.get_potential_energy()
-        forces = atoms.get_forces()
+        try:
+            energy = atoms.get_potential_energy()
+            forces = atoms.get_forces()
+        except ValueError as err:
+            raise ValueError(f"{args.structure}, frame {i}: {err}") from None
         row = {"frame": i, "natoms": len(atoms), "energy": energy, "energy_per_atom": energy / len(atoms),
                "forces": forces.tolist()}
         if atoms.pbc.all():
@@ -340,8 +350,6 @@ def main(argv=None) -> int:
 
     Set ``GRAPHDESC_TRACEBACK=1`` to get the full Python traceback instead.
     """
-    import os
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -137,10 +137,12 @@ def load_yaml(path) -> object:
     path = Path(path)
     try:
         return yaml.safe_load(path.read_bytes())
+    except yaml.constructor.ConstructorError as err:
+        where = f" (line {err.problem_mark.line + 1})" if err.problem_mark else ""
+        raise UnsafeFileError(f"{path}: refused to load: {err.problem}{where}; graphdesc reads YAML as plain "
+                              "data only (yaml.safe_load), so nothing from the file was run") from None
     except yaml.YAMLError as err:
-        kind = "refused to load" if isinstance(err, yaml.constructor.ConstructorError) else "not valid YAML"
-        raise (UnsafeFileError if kind == "refused to load" else ValueError)(
-            f"{path}: {kind}: {err}".replace("\n", " ")) from None
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
 
 
 _BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})

@@ -10,6 +10,36 @@ os.environ.setdefault("JAX_ENABLE_X64", "1")
 from helpers import BACKENDS, Backend  # noqa: E402
 
 
+def pytest_addoption(parser):
+    parser.addoption("--write-errors-doc", action="store_true",
+                     help="regenerate docs/errors.md from tests/test_bad_inputs.py's cases")
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> Backend:
     return Backend(request.param)
+
+
+@pytest.fixture(scope="session")
+def model64(tmp_path_factory):
+    """A 2-type float64 model, one fitting net per type, random statistics: ``(model, checkpoint path)``."""
+    pytest.importorskip("torch")
+    from test_model import energy_config, make_model_params
+
+    from graphdesc.torch import EnergyModel
+
+    config = energy_config(mixed_types=False)
+    model = EnergyModel(config, make_model_params(config, 11)).eval()
+    path = model.save(tmp_path_factory.mktemp("ckpt") / "model.npz")
+    return model, path
+
+
+@pytest.fixture(scope="session")
+def package64(model64, tmp_path_factory):
+    """``model64`` compiled through the CLI (``graphdesc export MODEL -o OUT.pt2``), loaded; compiled once per run."""
+    from graphdesc.cli import main
+    from graphdesc.export import load_package
+
+    out = tmp_path_factory.mktemp("pt2") / "model.pt2"
+    assert main(["export", str(model64[1]), "-o", str(out)]) == 0
+    return load_package(out)

@@ -122,7 +122,7 @@ def test_real_deepmd_pickles_load(tmp_path, deepmd_model, protocol):
     ref_config, ref_params = model_from_deepmd(deepmd_model)
     assert config == ref_config
     _assert_same_tree(params, ref_params)
-    cfg, desc = load_deepmd(path)
+    _, desc = load_deepmd(path)
     _assert_same_tree(desc, params_from_deepmd(deepmd_model["descriptor"])[1])
 
 

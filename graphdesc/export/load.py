@@ -33,7 +33,8 @@ class Package:
         try:
             self._compiled = torch._inductor.aoti_load_package(str(self.path), device_index=device_index)
         except Exception as err:
-            raise ValueError(f"{self.path} is not a loadable AOTInductor .pt2 package: {err}") from None
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"{self.path} is not a loadable AOTInductor .pt2 package: {first}") from None
         raw = self._compiled.get_metadata()
         self.metadata = {k.removeprefix(META_PREFIX): v for k, v in raw.items() if k.startswith(META_PREFIX)}
         if "schema" not in self.metadata:
@@ -82,6 +83,8 @@ class Package:
                 raise TypeError(f"{name} must be int64, got {x.dtype}")
         if atype.ndim != 1:
             raise ValueError(f"atype must have shape (N,), got {tuple(atype.shape)}")
+        if atype.shape[0] == 0:
+            raise ValueError("atype is empty: a package call needs at least one atom (N >= 1)")
         validate(NeighborGraph(edge_index, edge_vec, edge_mask, n_node), atype, ntypes=self.config.ntypes,
                  padding_zero=False)
 
