@@ -30,11 +30,11 @@ def models():
     return {torch.float64: model, torch.float32: EnergyModel(config, make_model_params(config, 3)).float().eval()}
 
 
-def _outputs(model, positions, cell=None, pbc=False, atype=None):
+def _outputs(model, positions, cell=None, pbc=False, atype=None, **build):
     dtype = next(model.buffers()).dtype
     pos = torch.as_tensor(np.asarray(positions, dtype=np.float64), dtype=dtype)
     cell_t = None if cell is None else torch.as_tensor(np.asarray(cell, dtype=np.float64), dtype=dtype)
-    graph = build_graph(pos, RCUT, cell=cell_t, pbc=pbc)
+    graph = build_graph(pos, RCUT, cell=cell_t, pbc=pbc, **build)
     atype = torch.zeros(len(pos), dtype=torch.int64) if atype is None else torch.as_tensor(atype)
     return model(graph, atype)
 
@@ -138,6 +138,16 @@ def test_finite_from_min_distance_to_the_cutoff(models, dtype):
                     np.array([[0.0, 0.0, 0.0], [r, 0.0, 0.0], [0.0, 1.0, 0.5]])):
             out = _outputs(models[dtype], pos, atype=np.arange(len(pos)) % 2)
             assert all(_all_finite(out).values()), (r, _all_finite(out))
+
+
+@pytest.mark.parametrize("dtype,shortest", [(torch.float64, 1e-90), (torch.float32, 1e-10)])
+def test_finite_below_min_distance(models, dtype, shortest):
+    """With the guard lowered (min_distance=0) the outputs stay finite far below 0.1 A: down to 1e-90 A in
+    fp64 and 1e-10 A in fp32 (they overflow near 1e-103 and 1e-13: the forces go as 1/r^3)."""
+    for r in np.geomspace(shortest, MIN_DISTANCE, 30):
+        out = _outputs(models[dtype], np.array([[0.0, 0.0, 0.0], [r, 0.0, 0.0], [0.0, 1.0, 0.5]]),
+                       atype=[0, 1, 0], min_distance=0.0)
+        assert all(_all_finite(out).values()), (r, _all_finite(out))
 
 
 def test_finite_far_beyond_sel(models):
