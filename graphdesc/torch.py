@@ -23,7 +23,7 @@ from .descriptor.params import tree_leaves, tree_map
 from .graph.container import NeighborGraph
 from .graph.forces import edge_force_virial
 from .model import (EnergyConfig, atom_energy, atom_energy_stages, frame_energy, init_model_params, load_model,
-                    model_from_deepmd, save_model)
+                    model_from_deepmd, save_model, with_ghosts)
 
 __all__ = ["DPA1Descriptor", "EnergyModel", "energy_and_forces"]
 
@@ -149,12 +149,13 @@ class EnergyModel(_ParamTree):
         super().__init__(params, getattr(torch, config.precision), config.descriptor.trainable_ln)
         self.config = config
 
-    def atom_energy(self, graph: NeighborGraph, atype: torch.Tensor, *, static: bool = False):
-        """``(N,)`` atom energies (no forces)."""
-        return atom_energy(self.params(), self.config, graph, atype, static=static)
+    def atom_energy(self, graph: NeighborGraph, atype: torch.Tensor, *, static: bool = False,
+                    num_local: int | None = None):
+        """``(L,)`` atom energies of the local nodes (``(N,)`` without ghosts); no forces."""
+        return atom_energy(self.params(), self.config, graph, atype, static=static, num_local=num_local)
 
     def forward(self, graph: NeighborGraph, atype: torch.Tensor, *, forces: bool = True, static: bool = False,
-                create_graph: bool | None = None) -> dict:
+                create_graph: bool | None = None, num_local: int | None = None) -> dict:
         """Energies, and forces and virials from ``autograd.grad`` w.r.t. ``graph.edge_vec``.
 
         Args:
@@ -163,9 +164,18 @@ class EnergyModel(_ParamTree):
             forces: also compute ``force``, ``virial``, ``atom_virial``.
             create_graph: keep the force graph for a force/virial loss; default
                 ``self.training``.
+            num_local: ``L`` when the graph carries ghosts (an MD engine's
+                halo): nodes ``[0, L)`` are local atoms, frame by frame, and
+                ``n_node`` counts them; nodes ``[L, N)`` are ghosts, only ever
+                the ``src`` of an edge. Ghosts get no descriptor and an atom
+                energy of exactly 0, but their force (``-sum g`` over their
+                edges) and atom virial, for the engine to send to the owner
+                atom. ``energy`` and ``virial`` are the local domain's.
+                Default: no ghosts.
         """
         create_graph = self.training if create_graph is None else create_graph
-        return energy_and_forces(self, graph, atype, forces=forces, static=static, create_graph=create_graph)
+        return energy_and_forces(self, graph, atype, forces=forces, static=static, create_graph=create_graph,
+                                 num_local=num_local)
 
     def compute_stats(self, samples) -> None:
         """Compute and install the descriptor statistics from ``(graph, atype)`` samples."""
@@ -201,7 +211,7 @@ class EnergyModel(_ParamTree):
 
 
 def energy_and_forces(model: EnergyModel, graph: NeighborGraph, atype: torch.Tensor, *, forces: bool = True,
-                      static: bool = False, create_graph: bool = False) -> dict:
+                      static: bool = False, create_graph: bool = False, num_local=None) -> dict:
     """The model's outputs on ``graph`` (see :meth:`EnergyModel.forward`); traceable for export.
 
     Without ``create_graph`` and with the centers in several pieces (large
@@ -215,20 +225,21 @@ def energy_and_forces(model: EnergyModel, graph: NeighborGraph, atype: torch.Ten
         if forces and not vec.requires_grad:
             vec = vec.detach().requires_grad_(True)
             graph = graph.replace(edge_vec=vec)
-        parts, pieces, energy_of = atom_energy_stages(model.params(), model.config, graph, atype, static=static)
+        parts, pieces, energy_of = atom_energy_stages(model.params(), model.config, graph, atype, static=static,
+                                                      num_local=num_local)
         if forces and not create_graph and len(pieces) > 1:
             atom_e, g = _piecewise_gradient(parts, pieces, energy_of, vec)
         else:
             atom_e = torch.cat([energy_of(piece) for piece in pieces]) if len(pieces) > 1 else energy_of(pieces[0])
             g = None
         energy = frame_energy(atom_e, graph.n_node)
-        out = {"energy": energy, "atom_energy": atom_e}
+        out = {"energy": energy, "atom_energy": atom_e if num_local is None else with_ghosts(atom_e, n)}
         if not forces:
             return out
         if g is None:
             (g,) = torch.autograd.grad(energy.sum(), vec, create_graph=create_graph, allow_unused=True,
                                        materialize_grads=True)
-    out["force"], out["atom_virial"], out["virial"] = edge_force_virial(g, graph, n)
+    out["force"], out["atom_virial"], out["virial"] = edge_force_virial(g, graph, n, num_local)
     return out
 
 

@@ -99,3 +99,17 @@ def test_profile_rejects_bad_cells():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_dpa1.py"), "--cells", "2,x"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--cells" in proc.stderr and "2,x" in proc.stderr
+
+
+def test_ghost_benchmark_quick_run(tmp_path):
+    """bench_ghosts on 32 atoms: its three variants run, periodic and ghost energies agree (it exits 1 if not),
+    the ghosts-as-atoms variant gives another energy, and the table and JSON are written."""
+    out = tmp_path / "ghosts"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_ghosts.py"), "--cells", "2",
+                          "--repeats", "1", "--paths", "eager", "--cache", str(tmp_path / "cache"), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads((tmp_path / "ghosts.json").read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["atoms"] == 32 and rows[0]["ghosts"] > 32
+    assert rows[0]["energy_diff_ghosts"] < 1e-12 < rows[0]["energy_diff_edgeless"]
+    assert "| eager | 32 |" in (tmp_path / "ghosts.md").read_text()

@@ -171,29 +171,44 @@ def test_cli_eval(package64, model64, tmp_path, capsys):
     assert "not in the model's type_map" in capsys.readouterr().err
 
 
-def test_cpp_example_matches_python(package64, model64, tmp_path):
-    """examples/cpp builds with g++ against the torch wheel's libtorch and reproduces Python's numbers."""
+@pytest.fixture(scope="module")
+def cpp_example(tmp_path_factory):
+    """examples/cpp/graphdesc_md.cpp built with g++ against the torch wheel's libtorch (once per module)."""
     compiler = shutil.which(os.environ.get("CXX", "g++"))
     if compiler is None:
         pytest.skip("no C++ compiler (g++) on this machine: the C++ example cannot be built")
     root = Path(torch.__file__).parent
-    exe = tmp_path / "graphdesc_md"
+    exe = tmp_path_factory.mktemp("cpp") / "graphdesc_md"
     src = Path(__file__).parent.parent / "examples" / "cpp" / "graphdesc_md.cpp"
     subprocess.run([compiler, "-std=c++17", "-O1", "-w", str(src), "-o", str(exe), f"-I{root / 'include'}",
                     f"-I{root / 'include/torch/csrc/api/include'}", f"-L{root / 'lib'}", "-ltorch", "-ltorch_cpu",
                     "-lc10", f"-Wl,-rpath,{root / 'lib'}"], check=True)
-    text = subprocess.run([str(exe), str(package64.path), "2", "3.61", "7"], check=True, capture_output=True,
-                          text=True).stdout
+    return exe
+
+
+@pytest.mark.parametrize("slabs", [1, 2, 3, 12])
+def test_cpp_example_matches_python(cpp_example, package64, model64, slabs):
+    """The C++ example cuts a triclinic two-type box into slabs, calls the package once per slab with its ghosts,
+    sums energies and virials and sends ghost forces to their owners: equal to one whole-box eager call to 1e-12.
+    With 12 slabs of a 2x2x2-cell crystal, four slabs hold no atom (calls with L = 0)."""
+    text = subprocess.run([str(cpp_example), str(package64.path), "2", "3.61", "7", str(slabs), "0.15"], check=True,
+                          capture_output=True, text=True).stdout
     print(text.splitlines()[0])
-    pos = np.array([[float(v) for v in line.split()[1:]] for line in text.splitlines() if line.startswith("pos ")])
-    force = np.array([[float(v) for v in line.split()[1:]] for line in text.splitlines() if line.startswith("force ")])
-    energy = float(re.search(r"^energy (\S+)", text, re.M).group(1))
-    box = float(re.search(r"^box (\S+)", text, re.M).group(1))
-    assert pos.shape == (32, 3) and force.shape == (32, 3)
-    graph = build_graph(torch.as_tensor(pos), RCUT, cell=torch.eye(3, dtype=torch.float64) * box, pbc=True)
-    want = model64[0](graph, torch.zeros(32, dtype=torch.int64))
-    assert abs(energy - want["energy"].item()) < TOL64
-    np.testing.assert_allclose(force, to_numpy(want["force"]), rtol=0, atol=TOL64)
+
+    def rows(tag):
+        return np.array([[float(v) for v in line.split()[1:]] for line in text.splitlines()
+                         if line.startswith(tag + " ")])
+
+    pos, cell, force = rows("pos"), rows("cell"), rows("force")
+    energy, virial = float(re.search(r"^energy (\S+)", text, re.M).group(1)), rows("virial").reshape(3, 3)
+    slab_rows = re.findall(r"^slab \d+ local (\d+) ghosts (\d+) edges (\d+)", text, re.M)
+    assert pos.shape == (32, 3) and force.shape == (32, 3) and len(slab_rows) == slabs
+    assert sum(int(r[0]) for r in slab_rows) == 32 and (slabs < 12 or ("0", "0", "0") in slab_rows)
+    graph = build_graph(torch.as_tensor(pos), RCUT, cell=torch.as_tensor(cell), pbc=True)
+    want = model64[0](graph, torch.arange(32) % 2)
+    assert abs(energy - want["energy"].item()) < 1e-12
+    np.testing.assert_allclose(force, to_numpy(want["force"]), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(virial, to_numpy(want["virial"][0]), rtol=0, atol=1e-12)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),

@@ -56,7 +56,7 @@ SMOOTH_SHIFT = 20.0  # DeePMD's fixed logit shift of smooth attention
 
 
 def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
-               deepmd_compat: bool = False, static: bool = False):
+               deepmd_compat: bool = False, static: bool = False, num_local=None):
     """The DPA1 descriptor of every node of ``graph``.
 
     Args:
@@ -73,12 +73,17 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
             not continuous at ``rcut`` for multi-type systems.
         static: ``graph`` is in the shape-static layout with ``sel`` slots per
             center; then every size depends only on ``N`` (``jax.jit`` works).
+        num_local: ``L``, when nodes ``[L, N)`` are ghosts (an MD engine's
+            halo): only the local nodes are centers, ghosts enter only as
+            neighbors (``src``), and ``n_node`` counts local atoms. Default:
+            every node is local.
 
     Returns:
-        ``(descriptor (N, ng*M [+ dt]), rot_mat (N, ng, 3))`` in the graph's
-        library and dtype.
+        ``(descriptor (L, ng*M [+ dt]), rot_mat (L, ng, 3))`` of the local
+        nodes (``L = N`` without ghosts), in the graph's library and dtype.
     """
-    table, parts = center_inputs(params, config, graph, atype, deepmd_compat=deepmd_compat, static=static)
+    table, parts = center_inputs(params, config, graph, atype, deepmd_compat=deepmd_compat, static=static,
+                                 num_local=num_local)
     out = [center_outputs(params, config, table, piece) for piece in center_pieces(parts, config)]
     if len(out) == 1:
         return out[0]
@@ -87,11 +92,13 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
 
 
 def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
-                  deepmd_compat: bool = False, static: bool = False):
+                  deepmd_compat: bool = False, static: bool = False, num_local=None):
     """The edge stage: everything each center's block stage reads, as per-center arrays.
 
     Arguments as for :func:`dpa1_graph`. Returns ``(table, parts)``: the type
-    embedding table ``(ntypes, dt)`` and a dict of arrays with ``N`` rows:
+    embedding table ``(ntypes, dt)`` and a dict of arrays with one row per
+    center, ``L`` rows (the local nodes; ghosts get none, so they cost only
+    their edges):
 
     * ``g (N, width, ng)``: the embeddings of each center's edges, 0 in empty rows;
     * ``rows (N, width, 4)``: the contraction rows ``E / dstd`` (0 on masked edges and at rcut);
@@ -103,9 +110,9 @@ def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype,
     Centers are independent from here on: any split of ``parts`` along its
     rows (:func:`center_pieces`) gives the same :func:`center_outputs`.
     """
-    check_model_inputs(params, config, graph, atype, static=static)
+    check_model_inputs(params, config, graph, atype, static=static, num_local=num_local)
     xp = B.namespace(graph.edge_vec, atype)
-    n, sel = atype.shape[0], config.sel
+    n, sel = atype.shape[0] if num_local is None else num_local, config.sel
     mask, src, dst = graph.edge_mask, graph.src, graph.dst
     table = type_table(params, config)  # (ntypes, dt)
 
@@ -118,11 +125,12 @@ def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype,
     blocks = _Blocks(graph, n, sel if static else None, g.dtype)
     _check_block_size(blocks, config, g)
     parts = {"g": blocks.stack(g), "rows": blocks.stack(env * xp.take(1.0 / params["dstd"], center_type, axis=0)),
-             "sw": blocks.stack(sw[:, None]), "valid": blocks.valid, "atype": atype}
+             "sw": blocks.stack(sw[:, None]), "valid": blocks.valid,
+             "atype": atype if num_local is None else atype[:n]}
     if config.attn_dotr:
         parts["u"] = blocks.stack(unit_angular(rt))
     if deepmd_compat:
-        parts["shift"], parts["pad"] = _deepmd_pad(params, config, graph, atype, table)
+        parts["shift"], parts["pad"] = _deepmd_pad(params, config, graph, parts["atype"], table)
     return table, parts
 
 
@@ -349,7 +357,7 @@ def _deepmd_pad(params, config: DPA1Config, graph, atype, table):
     return shift, empty[:, None] * g_pad
 
 
-def check_model_inputs(params, config: DPA1Config, graph, atype, *, static: bool) -> None:
+def check_model_inputs(params, config: DPA1Config, graph, atype, *, static: bool, num_local=None) -> None:
     """Clear errors for inputs the descriptor cannot take (values checked only when eager)."""
     if not isinstance(config, DPA1Config):
         raise TypeError(f"config must be a DPA1Config, got {type(config).__name__}")
@@ -364,9 +372,9 @@ def check_model_inputs(params, config: DPA1Config, graph, atype, *, static: bool
             f"edge_vec has dtype {graph.edge_vec.dtype} but the model's parameters are {dtype}; "
             f"convert the graph (or the model) so that both use one precision"
         )
-    n, e = atype.shape[0], graph.edge_vec.shape[0]
+    n, e = atype.shape[0] if num_local is None else num_local, graph.edge_vec.shape[0]
     if static and e != n * config.sel:
         raise ValueError(f"static layout needs E = N * sel = {n} * {config.sel} edges, got {e}")
     if B.is_traced(graph.edge_vec) or B.is_traced(atype):
         return
-    validate(graph, atype, ntypes=config.ntypes, padding_zero=False)
+    validate(graph, atype, ntypes=config.ntypes, padding_zero=False, num_local=num_local)

@@ -11,7 +11,7 @@ __all__ = ["load_package", "Package"]
 
 
 class Package:
-    """A loaded ``.pt2``: ``package(atype, edge_index, edge_vec, edge_mask, n_node) -> dict``.
+    """A loaded ``.pt2``: ``package(atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype=None) -> dict``.
 
     Attributes:
         path: the file.
@@ -43,25 +43,45 @@ class Package:
         if schema > SCHEMA_VERSION:
             raise ValueError(f"{self.path} uses package schema {schema} (graphdesc {self.metadata.get('version')}); "
                              f"this graphdesc reads up to schema {SCHEMA_VERSION}. Upgrade graphdesc.")
+        self.schema = schema
         self.config = EnergyConfig.from_dict(json.loads(self.metadata["config"]))
         self.dtype = getattr(torch, self.metadata["dtype"])
         self.device = torch.device(self.metadata["device"])
 
-    def __call__(self, atype, edge_index, edge_vec, edge_mask, n_node, *, check: bool = True) -> dict:
+    def __call__(self, atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype=None, *,
+                 check: bool = True) -> dict:
         """Energies, forces and virials (see :mod:`graphdesc.export.schema`).
 
         Args:
+            atype: ``(L,)`` int64 types of the local atoms (nodes ``[0, L)``).
+            edge_index, edge_vec, edge_mask: the graph over ``N = L + G``
+                nodes; every ``dst`` is local.
+            n_node: ``(nf,)`` int64 local atoms per frame.
+            ghost_atype: ``(G,)`` int64 types of the ghosts (nodes ``[L, N)``);
+                default none.
             check: validate the inputs first (shapes, dtypes, device, index
-                ranges, finite ``edge_vec``, types); a bad input raises a
-                ``ValueError``/``TypeError`` naming it instead of failing in the kernel.
+                ranges, finite ``edge_vec``, types, local centers); a bad input
+                raises a ``ValueError``/``TypeError`` naming it instead of
+                failing in the kernel.
 
         Returns:
-            dict of torch tensors ``energy (nf,)``, ``atom_energy (N,)``,
-            ``force (N, 3)``, ``virial (nf, 3, 3)``, ``atom_virial (N, 3, 3)``.
+            dict of torch tensors ``energy (nf,)``, ``atom_energy (N,)``
+            (0 on ghosts), ``force (N, 3)``, ``virial (nf, 3, 3)``, ``atom_virial (N, 3, 3)``.
         """
-        inputs = (atype, edge_index, edge_vec, edge_mask, n_node)
+        import torch
+
+        if ghost_atype is None:
+            device = atype.device if isinstance(atype, torch.Tensor) else self.device
+            ghost_atype = torch.zeros(0, dtype=torch.int64, device=device)
+        inputs = (atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype)
         if check:
             self._check(inputs)
+        if self.schema == 1:  # no ghost input: those packages run local atoms only
+            if ghost_atype.shape[0]:
+                raise ValueError(f"{self.path} uses package schema 1, which has no ghost atoms; re-export it "
+                                 f"with this graphdesc (graphdesc export MODEL.npz -o {self.path.name}) to pass "
+                                 "ghost_atype")
+            inputs = inputs[:5]
         return dict(zip(OUTPUTS, self._compiled(*inputs), strict=True))
 
     def _check(self, inputs) -> None:
@@ -75,18 +95,19 @@ class Package:
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
             if x.device.type != self.device.type:
                 raise ValueError(f"{name} is on {x.device} but the package was compiled for {self.device.type}")
-        atype, edge_index, edge_vec, edge_mask, n_node = inputs
+        atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype = inputs
         if edge_vec.dtype != self.dtype:
             raise TypeError(f"edge_vec must be {self.dtype} (the package's dtype), got {edge_vec.dtype}")
-        for name, x in (("atype", atype), ("edge_index", edge_index), ("n_node", n_node)):
+        for name, x in (("atype", atype), ("edge_index", edge_index), ("n_node", n_node),
+                        ("ghost_atype", ghost_atype)):
             if x.dtype != torch.int64:
                 raise TypeError(f"{name} must be int64, got {x.dtype}")
-        if atype.ndim != 1:
-            raise ValueError(f"atype must have shape (N,), got {tuple(atype.shape)}")
-        if atype.shape[0] == 0:
-            raise ValueError("atype is empty: a package call needs at least one atom (N >= 1)")
-        validate(NeighborGraph(edge_index, edge_vec, edge_mask, n_node), atype, ntypes=self.config.ntypes,
-                 padding_zero=False)
+        for name, x in (("atype", atype), ("ghost_atype", ghost_atype)):
+            if x.ndim != 1:
+                raise ValueError(f"{name} must be 1-D, got shape {tuple(x.shape)}")
+        nodes = torch.cat([atype, ghost_atype])
+        validate(NeighborGraph(edge_index, edge_vec, edge_mask, n_node), nodes, ntypes=self.config.ntypes,
+                 padding_zero=False, num_local=atype.shape[0])
 
     def __repr__(self) -> str:
         return f"Package({str(self.path)!r}, dtype={self.metadata['dtype']}, device={self.device.type})"

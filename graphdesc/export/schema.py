@@ -1,29 +1,52 @@
 """The ``.pt2`` package schema: what an MD code passes in and gets back.
 
-Inputs, in this order (N atoms, E edges, nf frames, all dynamic; E may be 0):
+Schema 2 (this graphdesc writes it). Inputs, in this order (``L`` local atoms,
+``G`` ghosts, ``N = L + G`` nodes, ``E`` edges, ``nf`` frames, all dynamic;
+``G`` and ``E`` may be 0):
 
-=============  ===========  ===============================================
-``atype``      ``(N,)``     int64 atom types in ``[0, ntypes)``
-``edge_index`` ``(2, E)``   int64 ``[src, dst]``, ``dst`` the center
-``edge_vec``   ``(E, 3)``   float, ``r_src + shift - r_dst`` (Angstrom)
-``edge_mask``  ``(E,)``     bool, False for padding edges
-``n_node``     ``(nf,)``    int64 atoms per frame, ``sum(n_node) == N``
-=============  ===========  ===============================================
+================  ===========  ============================================
+``atype``         ``(L,)``     int64 types of the local atoms, in ``[0, ntypes)``
+``edge_index``    ``(2, E)``   int64 ``[src, dst]`` over the ``N`` nodes; ``dst``, the
+                               center, is always local (``dst < L``)
+``edge_vec``      ``(E, 3)``   float, ``r_src - r_dst`` (Angstrom; with the image shift
+                               when ``src`` is a periodic image rather than a ghost)
+``edge_mask``     ``(E,)``     bool, False for padding edges
+``n_node``        ``(nf,)``    int64 local atoms per frame, ``sum(n_node) == L``
+``ghost_atype``   ``(G,)``     int64 types of the ghosts
+================  ===========  ============================================
+
+Nodes ``[0, L)`` are the local atoms, frame after frame; nodes ``[L, N)`` are
+the ghosts (halo copies of atoms owned by another domain or periodic images,
+each with its own coordinates), in any order. This is LAMMPS's own layout
+(``nlocal`` atoms, then ``nghost``). The types come as two inputs so that
+``L`` and ``G`` are both *shapes*: the compiled program then sizes the block
+stage by ``L`` without a data-dependent size, and ghosts cost only their
+edges.
 
 Outputs, a tuple in this order: ``energy (nf,)``, ``atom_energy (N,)``,
-``force (N, 3)``, ``virial (nf, 3, 3)``, ``atom_virial (N, 3, 3)``; virial
-``= -dE/d(strain)`` (DeePMD's sign). The package's metadata (string to
-string) holds ``graphdesc.schema`` (this module's :data:`SCHEMA_VERSION`),
-``graphdesc.version``, ``graphdesc.dtype``, ``graphdesc.device``,
-``graphdesc.config`` (the model's :class:`~graphdesc.model.EnergyConfig` as
-JSON), ``graphdesc.inputs`` and ``graphdesc.outputs``.
+``force (N, 3)``, ``virial (nf, 3, 3)``, ``atom_virial (N, 3, 3)``. A ghost has
+``atom_energy`` exactly 0, its force ``-sum g`` over the edges it is ``src`` of,
+and its atom virial (``-g (x) edge_vec`` of those edges): the engine adds both
+to the owner atom (reverse communication). ``energy`` and ``virial`` are the
+local domain's; virial ``= -dE/d(strain)`` (DeePMD's sign). Without ghosts
+(``G = 0``) the outputs are schema 1's.
+
+Schema 1 (graphdesc 0.1 before ghosts) had the first five inputs only.
+:func:`graphdesc.export.load_package` still runs such packages without
+ghosts; re-export them (``graphdesc export MODEL.npz -o OUT.pt2``) to pass ghosts.
+
+The package's metadata (string to string) holds ``graphdesc.schema`` (this
+module's :data:`SCHEMA_VERSION`), ``graphdesc.version``, ``graphdesc.dtype``,
+``graphdesc.device``, ``graphdesc.config`` (the model's
+:class:`~graphdesc.model.EnergyConfig` as JSON), ``graphdesc.inputs`` and
+``graphdesc.outputs``.
 """
 
 from __future__ import annotations
 
 __all__ = ["INPUTS", "OUTPUTS", "SCHEMA_VERSION", "META_PREFIX"]
 
-SCHEMA_VERSION = 1
-INPUTS = ("atype", "edge_index", "edge_vec", "edge_mask", "n_node")
+SCHEMA_VERSION = 2
+INPUTS = ("atype", "edge_index", "edge_vec", "edge_mask", "n_node", "ghost_atype")
 OUTPUTS = ("energy", "atom_energy", "force", "virial", "atom_virial")
 META_PREFIX = "graphdesc."

@@ -3,6 +3,7 @@
 from .build import MAX_EDGES, MIN_DISTANCE, batch_graphs, build_graph, check_min_distance
 from .container import NeighborGraph, num_nodes
 from .forces import edge_force_virial
+from .halo import HaloGraph, batch_halos, fold_ghosts, halo_graph
 from .layout import from_dense_quartet, to_dense, to_quartet, to_static, truncate
 from .validate import frame_first_node, node_frame, validate
 
@@ -23,4 +24,8 @@ __all__ = [
     "from_dense_quartet",
     "to_quartet",
     "edge_force_virial",
+    "HaloGraph",
+    "halo_graph",
+    "batch_halos",
+    "fold_ghosts",
 ]

@@ -28,6 +28,12 @@ class NeighborGraph:
             ``edge_vec == 0`` and in-range indices; they never change a result.
         n_node: ``(nf,)`` int64, atoms per frame.
 
+    Ghosts (an MD engine's halo): when a consumer is given ``num_local = L``,
+    ``n_node`` counts the local atoms of each frame (``sum(n_node) == L``),
+    nodes ``[0, L)`` are those local atoms and nodes ``[L, N)`` are ghosts,
+    copies of atoms owned elsewhere that are only ever ``src``; ``N`` is then
+    the length of ``atype``. See :mod:`graphdesc.graph.halo`.
+
     Two layouts: *compact* (only real edges, ``E = sum(deg)``) and
     *shape-static* (center-major, exactly ``sel`` slots per center,
     ``E = N * sel``, edge ``c*sel + m`` belongs to center ``c``); see

@@ -21,7 +21,8 @@ def frame_first_node(n_node, num_nodes):
     return B.gather(first, node_frame(n_node, num_nodes))
 
 
-def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None, padding_zero: bool = True) -> None:
+def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None, padding_zero: bool = True,
+             num_local: int | None = None) -> None:
     """Check a graph (and optionally its atom types) and raise on the first problem.
 
     Checks: field types, shapes and dtypes; one array library throughout;
@@ -30,6 +31,11 @@ def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None, pad
     finite, non-zero ``edge_vec`` on real edges; ``edge_vec == 0`` on masked edges
     (unless ``padding_zero=False``: consumers that mask padding themselves
     accept anything there).
+
+    With ghosts (``num_local`` given): nodes ``[0, num_local)`` are local
+    atoms, frame by frame, and ``n_node`` counts them (``sum(n_node) ==
+    num_local``); nodes ``[num_local, len(atype))`` are ghosts, which may only
+    be the ``src`` of an edge: every ``dst`` must be local.
 
     Value checks need concrete arrays: call this eagerly, before tracing.
 
@@ -60,7 +66,19 @@ def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None, pad
         raise TypeError(f"n_node must be a 1-D integer array, got shape {tuple(n_node.shape)} dtype {n_node.dtype}")
     if n_node.shape[0] and bool(xp.any(n_node < 0)):
         raise ValueError("n_node must be >= 0 for every frame")
-    n = num_nodes(graph)
+    n = local = num_nodes(graph)
+    if num_local is not None:
+        if atype is None:
+            raise ValueError("a graph with ghosts (num_local given) needs atype: its length is the node count")
+        if isinstance(num_local, bool) or not isinstance(num_local, int) or num_local < 0:
+            raise ValueError(f"num_local must be an integer >= 0, got {num_local!r}")
+        if num_local != local:
+            raise ValueError(f"n_node sums to {local} but num_local is {num_local}: with ghosts, n_node counts "
+                             "the local atoms of each frame")
+        if atype.ndim == 1 and atype.shape[0] < num_local:
+            raise ValueError(f"atype has {atype.shape[0]} entries but num_local is {num_local}: "
+                             "atype covers the local atoms, then the ghosts")
+        n = atype.shape[0] if atype.ndim == 1 else n
     if atype is not None:
         if atype.ndim != 1 or not xp.isdtype(atype.dtype, "integral"):
             raise TypeError(f"atype must be a 1-D integer array, got shape {tuple(atype.shape)} dtype {atype.dtype}")
@@ -77,8 +95,14 @@ def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None, pad
     lo, hi = int(xp.min(ei)), int(xp.max(ei))
     if lo < 0 or hi >= n:
         raise ValueError(f"edge_index out of range: values span [{lo}, {hi}] but the graph has {n} nodes")
-    frame = node_frame(n_node, n)
-    crossing = mask & (B.gather(frame, ei[0]) != B.gather(frame, ei[1]))
+    if n > local and bool(xp.any(ei[1] >= local)):
+        bad = int(xp.nonzero(ei[1] >= local)[0][0])
+        raise ValueError(f"edge {bad} has ghost node {int(ei[1, bad])} as its center (dst); centers must be local "
+                         f"atoms, dst < num_local = {local}")
+    frame = node_frame(n_node, local)
+    src_local = ei[0] < local
+    src_frame = B.gather(frame, xp.where(src_local, ei[0], xp.zeros_like(ei[0]))) if local else ei[0]
+    crossing = mask & src_local & (src_frame != B.gather(frame, ei[1]))
     if bool(xp.any(crossing)):
         bad = int(xp.nonzero(crossing)[0][0])
         raise ValueError(f"edge {bad} joins two frames (src {int(ei[0, bad])}, dst {int(ei[1, bad])})")

@@ -10,7 +10,7 @@
 from .checkpoint import load_model, save_model
 from .config import EnergyConfig
 from .deepmd_io import model_from_deepmd
-from .energy import atom_energy, atom_energy_stages, frame_energy, init_model_params
+from .energy import atom_energy, atom_energy_stages, frame_energy, init_model_params, with_ghosts
 from .fitting import fitting_energy, init_fitting
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "atom_energy",
     "atom_energy_stages",
     "frame_energy",
+    "with_ghosts",
     "model_from_deepmd",
     "save_model",
     "load_model",

@@ -21,7 +21,7 @@ from ..segment import segment_sum
 from .config import EnergyConfig
 from .fitting import fitting_energy, init_fitting
 
-__all__ = ["init_model_params", "atom_energy", "atom_energy_stages", "frame_energy"]
+__all__ = ["init_model_params", "atom_energy", "atom_energy_stages", "frame_energy", "with_ghosts"]
 
 
 def init_model_params(config: EnergyConfig, seed: int = 0) -> dict:
@@ -31,21 +31,26 @@ def init_model_params(config: EnergyConfig, seed: int = 0) -> dict:
     return {"descriptor": init_params(config.descriptor, seed), "fitting": init_fitting(config, seed + 1)}
 
 
-def atom_energy(params: dict, config: EnergyConfig, graph: NeighborGraph, atype, *, static: bool = False):
-    """Atom energies ``(N,)`` of every node of ``graph``.
+def atom_energy(params: dict, config: EnergyConfig, graph: NeighborGraph, atype, *, static: bool = False,
+                num_local=None):
+    """Atom energies ``(L,)`` of the local nodes of ``graph`` (every node, ``L = N``, without ghosts).
 
     Args:
         params: the model tree, in the graph's array library and float dtype.
         config: the hyperparameters.
         graph: compact graph, or the shape-static layout with ``static=True``.
         atype: ``(N,)`` int atom types.
+        num_local: ``L`` when nodes ``[L, N)`` are ghosts (see
+            :func:`~graphdesc.descriptor.dpa1_graph`); ghosts have no atom
+            energy (:func:`with_ghosts` gives them 0).
     """
-    _, pieces, energy_of = atom_energy_stages(params, config, graph, atype, static=static)
+    _, pieces, energy_of = atom_energy_stages(params, config, graph, atype, static=static, num_local=num_local)
     out = [energy_of(piece) for piece in pieces]
     return B.namespace(out[0]).concat(out) if len(out) > 1 else out[0]
 
 
-def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph, atype, *, static: bool = False):
+def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph, atype, *, static: bool = False,
+                       num_local=None):
     """:func:`atom_energy` split into its edge stage and independent pieces of centers.
 
     Arguments as for :func:`atom_energy`. Returns ``(parts, pieces, energy_of)``:
@@ -61,7 +66,7 @@ def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph,
         raise TypeError(f"config must be an EnergyConfig, got {type(config).__name__}")
     desc_config, desc_params = config.descriptor, params["descriptor"]
     table, parts = center_inputs(desc_params, desc_config, graph, atype, deepmd_compat=config.deepmd_compat,
-                                 static=static)
+                                 static=static, num_local=num_local)
 
     def energy_of(piece):
         descriptor, _ = center_outputs(desc_params, desc_config, table, piece)
@@ -71,5 +76,12 @@ def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph,
 
 
 def frame_energy(atom_e, n_node):
-    """Frame energies ``(nf,)``: the sum of ``atom_e (N,)`` over each frame of ``n_node (nf,)``."""
+    """Frame energies ``(nf,)``: the sum of ``atom_e (L,)`` (local atoms) over each frame of ``n_node (nf,)``."""
     return segment_sum(atom_e, node_frame(n_node, atom_e.shape[0]), n_node.shape[0])
+
+
+def with_ghosts(atom_e, num_nodes):
+    """``(N,)`` atom energies: ``atom_e (L,)`` of the local nodes, then exactly 0 for the ``N - L`` ghosts."""
+    xp = B.namespace(atom_e)
+    zeros = xp.zeros((num_nodes - atom_e.shape[0],), dtype=atom_e.dtype, device=B.device(atom_e))
+    return xp.concat([atom_e, zeros])

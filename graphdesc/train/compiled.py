@@ -71,7 +71,7 @@ def trace_training_forward(model, sample=None, *, keep_saved_detach: bool = Fals
     from ..export.package import sample_inputs
 
     names = model.leaf_names()
-    sample = sample_inputs(model, device=_device(model)) if sample is None else sample
+    sample = sample_inputs(model, device=_device(model), ghosts=False) if sample is None else sample
 
     def flat(leaves, atype, edge_index, edge_vec, edge_mask, n_node):
         graph = NeighborGraph(edge_index, edge_vec, edge_mask, n_node)
