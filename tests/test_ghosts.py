@@ -226,3 +226,23 @@ def test_schema_1_packages_refuse_ghosts_with_the_fix(package64, monkeypatch):
     monkeypatch.setattr(package64, "schema", 1)
     with pytest.raises(ValueError, match=r"schema 1, which has no ghost atoms; re-export it .*graphdesc export"):
         package64(*tensors(h, torch.float64))
+
+
+def test_edge_order_and_memory_layout_do_not_matter(model64, package64):
+    """Edges in any order (LAMMPS lists them unsorted), and a non-contiguous edge_index (a transposed (E, 2)
+    array), give the eager numbers: the loader hands the compiled program contiguous inputs (it reads them
+    with the traced strides, and a transposed edge_index was read as other indices)."""
+    model = model64[0]
+    pos, cell, atype, frac = box(seed=11)
+    h = halo_graph(pos, atype, frac[:, 0] < 0.6, RCUT, cell=cell, pbc=True, extra_ghosts=1.5)
+    order = np.random.default_rng(0).permutation(h.graph.edge_vec.shape[0])
+    atype_l, ei, vec, mask, n_node, ghost = tensors(h, torch.float64)
+    ei, vec = ei[:, order], vec[order]
+    transposed = ei.T.contiguous().T
+    assert not transposed.is_contiguous()
+    from graphdesc.graph import NeighborGraph
+
+    want = model(NeighborGraph(ei, vec, mask, n_node), torch.cat([atype_l, ghost]), num_local=h.num_local)
+    got = package64(atype_l, transposed, vec, mask, n_node, ghost)
+    for key in KEYS:
+        assert (got[key] - want[key].detach()).abs().max().item() < TOL64, key

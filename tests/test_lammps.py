@@ -303,3 +303,42 @@ run 0
     assert "2 by 1 by 1 MPI processor grid" in (tmp_path / "np2" / "log.lammps").read_text()
     np.testing.assert_allclose(out[2][0], out[1][0], rtol=0, atol=1e-9)
     np.testing.assert_allclose(out[2][1], out[1][1], rtol=0, atol=1e-10)
+
+
+def test_nve_drift_of_a_demo_trained_model(plugin, tmp_path, capsys):
+    """graphdesc lammps demo: train the EMT demo model (100 steps), export it, 1,000 NVE steps of 1 fs at 600 K
+    on 108 Cu/Al atoms; the total-energy drift (slope of a linear fit) is printed and must stay below
+    1 meV/atom/ps."""
+    from graphdesc.cli import main
+
+    assert main(["lammps", "demo", "--train-steps", "100", "--steps", "1000", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    drift = float(re.search(r"total-energy drift (\S+) eV/atom/ps", out).group(1))
+    with capsys.disabled():
+        print(f"\nNVE drift of the demo model over 1,000 steps (1 ps): {drift:.2e} eV/atom/ps")
+    assert "108 atoms, 1000 steps (1 ps)" in out
+    assert abs(drift) < 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="no CUDA device: a CUDA package runs in LAMMPS only on a GPU machine")
+def test_cuda_package_run0(plugin, models, tmp_path):
+    """On a GPU machine: a CUDA package in LAMMPS gives the CPU package's run 0 numbers (1e-10, fp64)."""
+    model, packages = models
+    cuda = export_package(model, tmp_path / "model-cuda.pt2", device="cuda")
+    atoms = crystal()
+    results = {}
+    for name, package in (("cpu", packages["float64"]), ("cuda", cuda)):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_data(folder, atoms)
+        lmp(folder, HEADER.format(package=package) + """
+thermo_style custom step pe press
+thermo_modify format float %.17g
+dump d all custom 1 forces.dump id fx fy fz
+dump_modify d format float %.17g sort id
+run 0
+""")
+        results[name] = np.array(thermo((folder / "log.lammps").read_text(), 3)), read_dump(folder / "forces.dump")
+    np.testing.assert_allclose(results["cuda"][0], results["cpu"][0], rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(results["cuda"][1], results["cpu"][1], rtol=0, atol=1e-10)

@@ -76,6 +76,9 @@ class Package:
         inputs = (atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype)
         if check:
             self._check(inputs)
+        # the compiled program reads its inputs with the strides it was traced with (contiguous): a
+        # transposed or sliced edge_index would be read as other numbers, so hand it contiguous copies
+        inputs = tuple(x.contiguous() for x in inputs)
         if self.schema == 1:  # no ghost input: those packages run local atoms only
             if ghost_atype.shape[0]:
                 raise ValueError(f"{self.path} uses package schema 1, which has no ghost atoms; re-export it "

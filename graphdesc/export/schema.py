@@ -15,7 +15,9 @@ Schema 2 (this graphdesc writes it). Inputs, in this order (``L`` local atoms,
 ``ghost_atype``   ``(G,)``     int64 types of the ghosts
 ================  ===========  ============================================
 
-Nodes ``[0, L)`` are the local atoms, frame after frame; nodes ``[L, N)`` are
+C++ callers pass contiguous tensors (the compiled program reads them with the
+strides it was traced with; the Python loader makes them contiguous). Edges
+may come in any order. Nodes ``[0, L)`` are the local atoms, frame after frame; nodes ``[L, N)`` are
 the ghosts (halo copies of atoms owned by another domain or periodic images,
 each with its own coordinates), in any order. This is LAMMPS's own layout
 (``nlocal`` atoms, then ``nghost``). The types come as two inputs so that
