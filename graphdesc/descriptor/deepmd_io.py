@@ -222,7 +222,7 @@ def _read(path: Path) -> dict:
     elif suffix in (".yaml", ".yml"):
         data = _variables_to_numpy(safe_io.load_yaml(path))
     elif suffix in (".dp", ".hlo"):
-        data = safe_io.load_hdf5_model(path, lambda header, dataset: _variables_to_numpy(header, dataset))
+        data = safe_io.load_hdf5_model(path, _variables_to_numpy)
     else:
         raise ValueError(f"{path}: unknown model file type {suffix!r}; expected .pkl, .json, .yaml, .yml, .dp or .hlo")
     if not isinstance(data, dict):

@@ -71,11 +71,8 @@ def build_graph(positions, cutoff: float, *, cell=None, pbc=False, sel: int | No
         ``n_node = [N]``. An atom with no neighbor has no edge.
     """
     xp = B.namespace(positions)
-    pos_np, cell_np, periodic = _check_inputs(xp, positions, cutoff, cell, pbc)
-    if max_edges is not None:
-        _check_expected_pairs(pos_np, cell_np, periodic, float(cutoff), max_edges)
-    center, neighbor, shift, vec_np, r = _pairs(pos_np, cell_np, periodic, float(cutoff))
-    _refuse_close_pairs(center, neighbor, shift, r, min_distance, "positions")
+    pos_np, cell_np, center, neighbor, shift, vec_np, r = checked_pairs(positions, cutoff, cell, pbc, min_distance,
+                                                                        max_edges)
     order = _center_major_order(center, r, _tie_key(neighbor, shift), pos_np.shape[0])
     src, dst, shift = neighbor[order], center[order], shift[order]
 
@@ -99,13 +96,27 @@ def build_graph(positions, cutoff: float, *, cell=None, pbc=False, sel: int | No
     return graph
 
 
+def checked_pairs(positions, cutoff, cell, pbc, min_distance=MIN_DISTANCE, max_edges=MAX_EDGES):
+    """The checked full pair list of :func:`build_graph`, before any reordering (numpy, float64).
+
+    Returns ``(positions (N, 3), cell (3, 3) or None, center (E,), neighbor (E,),
+    shift (E, 3) int64, vec (E, 3), r (E,))``; raises as :func:`build_graph` does.
+    """
+    pos_np, cell_np, periodic = _check_inputs(B.namespace(positions), positions, cutoff, cell, pbc)
+    if max_edges is not None:
+        _check_expected_pairs(pos_np, cell_np, periodic, float(cutoff), max_edges)
+    center, neighbor, shift, vec, r = _pairs(pos_np, cell_np, periodic, float(cutoff))
+    _refuse_close_pairs(center, neighbor, shift, r, min_distance, "positions")
+    return pos_np, cell_np, center, neighbor, shift, vec, r
+
+
 def _pairs(pos_np, cell_np, periodic, cutoff):
-    """vesin's full pair list: ``(center, neighbor, shift (E, 3) int64, vec (E, 3), r (E,))``."""
+    """vesin's full pair list: ``(center (E,), neighbor (E,), shift (E, 3), vec (E, 3), r (E,))``, indices int64."""
     import vesin
 
     box = cell_np if cell_np is not None else np.zeros((3, 3))
     center, neighbor, shift = vesin.NeighborList(cutoff=cutoff, full_list=True).compute(pos_np, box, periodic, "ijS")
-    shift = shift.astype(np.int64)
+    center, neighbor, shift = (a.astype(np.int64) for a in (center, neighbor, shift))
     vec = pos_np[neighbor] - pos_np[center] + shift @ box
     return center, neighbor, shift, vec, np.sqrt(np.einsum("ij,ij->i", vec, vec))
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .build import MIN_DISTANCE, build_graph
+from .build import MIN_DISTANCE, checked_pairs
 from .container import NeighborGraph
 
 __all__ = ["HaloGraph", "halo_graph", "batch_halos", "fold_ghosts"]
@@ -73,12 +73,8 @@ def halo_graph(positions, atype, local, cutoff: float, *, cell=None, pbc=False, 
     positions = np.asarray(positions, dtype=np.float64)
     local = np.asarray(local, dtype=bool)
     atype = np.asarray(atype, dtype=np.int64)
-    box = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
-    reach = cutoff + extra_ghosts
-    whole = build_graph(positions, reach, cell=cell, pbc=pbc, min_distance=min_distance)
-    src, dst = whole.edge_index
-    shift = np.rint((whole.edge_vec - positions[src] + positions[dst]) @ np.linalg.pinv(box)).astype(np.int64) \
-        if cell is not None else np.zeros((len(src), 3), dtype=np.int64)
+    _, cell_np, dst, src, shift, _, _ = checked_pairs(positions, cutoff + extra_ghosts, cell, pbc, min_distance)
+    box = np.zeros((3, 3)) if cell_np is None else cell_np
     keep = local[dst]
     src, dst, shift = src[keep], dst[keep], shift[keep]
     local_index = np.cumsum(local) - 1  # box atom -> local node
