@@ -421,30 +421,39 @@ def sweep(args) -> dict:
             model_path = make_model(system, precision, args.cache)
             with open(model_path, "rb") as f:
                 has_deepmd = pickle.load(f)["deepmd"] is not None
+            paths = []
             for path in args.paths:
                 if path == "deepmd" and not has_deepmd:
                     skipped.append(dict(system=system, precision=precision, path=path, why="deepmd-kit not installed"))
-                    continue
-                package = make_package(model_path, args.device, args.cache) if path == "graph-pt2" else None
-                last = None
-                for cells in SYSTEMS[system][4 if args.quick else 3]:
-                    atoms = (4 if SYSTEMS[system][0] == "fcc" else 8) * cells**3
-                    why = _predicted_over(last, atoms, args)
+                else:
+                    paths.append(path)
+            packages = {path: make_package(model_path, args.device, args.cache) if path == "graph-pt2" else None
+                        for path in paths}
+            last = dict.fromkeys(paths)
+            stopped = set()
+            # size by size, every path in turn: the paths compared at one size run minutes apart, not an hour
+            for cells in SYSTEMS[system][4 if args.quick else 3]:
+                atoms = (4 if SYSTEMS[system][0] == "fcc" else 8) * cells**3
+                for path in paths:
+                    if path in stopped:
+                        continue
+                    why = _predicted_over(last[path], atoms, args)
                     if why:
                         skipped.append(dict(system=system, precision=precision, path=path, atoms=atoms, why=why))
                         print(f"  {system} {precision} {path:9} {atoms:6d} atoms: skipped ({why})", flush=True)
                         continue
-                    row, force_file = run_point(args, system, precision, path, cells, model_path, package, force_dir)
+                    row, force_file = run_point(args, system, precision, path, cells, model_path, packages[path],
+                                                force_dir)
                     if row is None:
                         skipped.append(dict(system=system, precision=precision, path=path, atoms=atoms,
                                             why=force_file))
                         print(f"  {system} {precision} {path:9} {atoms:6d} atoms: {force_file}", flush=True)
-                        last = None
-                        break
+                        stopped.add(path)
+                        continue
                     _cross_check(row, rows, force_dir)
                     row["gemm_fraction"] = row["gflops"] / meta["gemm_gflops"][precision]
                     rows.append(row)
-                    last = row
+                    last[path] = row
                     print(f"  {system} {precision} {path:9} {atoms:6d} atoms  {row['us_per_atom']:9.1f} us/atom  "
                           f"{row['peak_kib_per_atom'] / 1024:6.2f} MiB/atom  {row['gflops']:6.1f} GFLOP/s  "
                           f"build {row['build_ms']:8.1f} ms", flush=True)

@@ -23,7 +23,7 @@ from graphdesc.cli import main
 from graphdesc.graph import batch_graphs, build_graph
 
 torch = pytest.importorskip("torch")
-from graphdesc.export import OUTPUTS, load_package  # noqa: E402
+from graphdesc.export import OUTPUTS, include_dir, load_package  # noqa: E402
 from graphdesc.torch import EnergyModel  # noqa: E402
 
 TOL64 = 1e-10  # the issue's bound for package vs eager in float64
@@ -88,6 +88,32 @@ def test_package_equals_eager_float64(package64, model64, system):
         assert got[key].dtype == torch.float64
         err = (got[key] - want[key]).abs().max().item() if got[key].numel() else 0.0
         assert err <= TOL64, f"{key}: {err:.3g}"
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 4000, 0])
+def test_package_chunks_equal_eager(package64, model64, chunk_elements, monkeypatch):
+    """The block program on chunks of centers (1 center per call, a few dozen, all at once) gives eager's numbers:
+    the chunks' energies and part gradients land in their own rows, whatever the chunk size."""
+    from graphdesc.export.stages import chunk_rows
+
+    graph, atype = graph_of(SYSTEMS["three_frames_one_empty_of_edges"]() + SYSTEMS["ragged_two_frames"]())
+    monkeypatch.setattr(package64, "chunk_elements", chunk_elements)
+    width = int(torch.bincount(graph.edge_index[1], minlength=len(atype)).max())
+    rows = chunk_rows(len(atype), width, model64[0].config.descriptor.attn, chunk_elements)
+    assert (chunk_elements == 0) == (rows >= len(atype)), (rows, len(atype))
+    got = run_package(package64, graph, atype)
+    want = model64[0](graph, atype)
+    for key in OUTPUTS:
+        err = (got[key] - want[key]).abs().max().item()
+        assert err <= 1e-12, f"{key}: {err:.3g} with chunks of {rows} centers"
+
+
+def test_chunk_size_override_is_checked(package64, monkeypatch):
+    monkeypatch.setenv("GRAPHDESC_CHUNK_ELEMENTS", "lots")
+    with pytest.raises(ValueError, match="GRAPHDESC_CHUNK_ELEMENTS must be an integer >= 0"):
+        load_package(package64.path)
+    monkeypatch.setenv("GRAPHDESC_CHUNK_ELEMENTS", "123")
+    assert load_package(package64.path).chunk_elements == 123
 
 
 @pytest.mark.parametrize("system", ["small_periodic", "ragged_two_frames", "5184_atoms"])
@@ -180,19 +206,22 @@ def cpp_example(tmp_path_factory):
     root = Path(torch.__file__).parent
     exe = tmp_path_factory.mktemp("cpp") / "graphdesc_md"
     src = Path(__file__).parent.parent / "examples" / "cpp" / "graphdesc_md.cpp"
-    subprocess.run([compiler, "-std=c++17", "-O1", "-w", str(src), "-o", str(exe), f"-I{root / 'include'}",
+    subprocess.run([compiler, "-std=c++17", "-O1", "-w", str(src), "-o", str(exe), f"-I{include_dir()}",
+                    f"-I{root / 'include'}",
                     f"-I{root / 'include/torch/csrc/api/include'}", f"-L{root / 'lib'}", "-ltorch", "-ltorch_cpu",
                     "-lc10", f"-Wl,-rpath,{root / 'lib'}"], check=True)
     return exe
 
 
-@pytest.mark.parametrize("slabs", [1, 2, 3, 12])
-def test_cpp_example_matches_python(cpp_example, package64, model64, slabs):
+@pytest.mark.parametrize("slabs,chunk", [(1, None), (2, None), (3, None), (12, None), (1, "1"), (3, "9000")])
+def test_cpp_example_matches_python(cpp_example, package64, model64, slabs, chunk):
     """The C++ example cuts a triclinic two-type box into slabs, calls the package once per slab with its ghosts,
     sums energies and virials and sends ghost forces to their owners: equal to one whole-box eager call to 1e-12.
-    With 12 slabs of a 2x2x2-cell crystal, four slabs hold no atom (calls with L = 0)."""
+    With 12 slabs of a 2x2x2-cell crystal, four slabs hold no atom (calls with L = 0). ``chunk``:
+    GRAPHDESC_CHUNK_ELEMENTS, so that graphdesc::Package runs the block program on one center or a few per call."""
+    env = dict(os.environ, **({"GRAPHDESC_CHUNK_ELEMENTS": chunk} if chunk else {}))
     text = subprocess.run([str(cpp_example), str(package64.path), "2", "3.61", "7", str(slabs), "0.15"], check=True,
-                          capture_output=True, text=True).stdout
+                          capture_output=True, text=True, env=env).stdout
     print(text.splitlines()[0])
 
     def rows(tag):

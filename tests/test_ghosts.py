@@ -11,6 +11,8 @@ float32.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -18,7 +20,7 @@ from graphdesc.graph import build_graph
 from graphdesc.graph.halo import batch_halos, fold_ghosts, halo_graph
 
 torch = pytest.importorskip("torch")
-from graphdesc.export import export_package, load_package  # noqa: E402
+from graphdesc.export import OUTPUTS, export_package, load_package  # noqa: E402
 from graphdesc.torch import EnergyModel  # noqa: E402
 
 RCUT = 4.0
@@ -219,13 +221,61 @@ def test_ghost_inputs_are_checked(model64, package64):
         model(NeighborGraph(ei, vec, mask, n_node), torch.cat([atype_l, ghost]), num_local=3)
 
 
-def test_schema_1_packages_refuse_ghosts_with_the_fix(package64, monkeypatch):
-    """A schema-1 package (five inputs) still runs without ghosts; given ghosts, the error says how to re-export."""
+class _OneProgram(torch.nn.Module):
+    """A stand-in for a graphdesc 0.1 package's single program: each output a known function of the inputs."""
+
+    def forward(self, atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype=None):
+        nodes = atype if ghost_atype is None else torch.cat([atype, ghost_atype])
+        n = nodes.shape[0]
+        energy = n_node.to(edge_vec.dtype) + edge_vec.sum()
+        force = nodes.to(edge_vec.dtype)[:, None].expand(n, 3) * 2.0
+        return (energy, nodes.to(edge_vec.dtype), force, energy[:, None, None].expand(-1, 3, 3) * 3.0,
+                force[:, :, None].expand(n, 3, 3) + 1.0)
+
+
+@pytest.fixture(scope="module")
+def one_program_packages(model64, tmp_path_factory):
+    """Packages as graphdesc wrote them before schema 3: one program named "model" (schema 1: five inputs)."""
+    folder = tmp_path_factory.mktemp("old_pt2")
+    config = model64[0].config.to_dict()
+    pos, cell, atype, frac = box(seed=1)
+    sample = tensors(halo_graph(pos, atype, frac[:, 0] < 0.5, RCUT, cell=cell, pbc=True), torch.float64)
+    paths = {}
+    for schema in (1, 2):
+        args = sample[:5 + (schema > 1)]
+        dim = torch.export.Dim
+        e = dim("E", min=0)
+        shapes = ({0: dim("L", min=0)}, {1: e}, {0: e}, {0: e}, {0: dim("nf", min=1)}) + ((
+            {0: dim("G", min=0)},) if schema > 1 else ())
+        with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+            program = torch.export.export(_OneProgram(), args, dynamic_shapes=shapes, strict=False)
+        meta = {"graphdesc.schema": str(schema), "graphdesc.dtype": "float64", "graphdesc.device": "cpu",
+                "graphdesc.config": json.dumps(config)}
+        paths[schema] = folder / f"schema{schema}.pt2"
+        torch._inductor.aoti_compile_and_package(program, package_path=str(paths[schema]),
+                                                 inductor_configs={"aot_inductor.metadata": meta})
+    return paths
+
+
+@pytest.mark.parametrize("schema", [1, 2])
+def test_one_program_packages_still_run(one_program_packages, schema):
+    """Schema 1 and 2 packages (one compiled program) load and run as one call, outputs in the schema's order;
+    a schema-1 package given ghosts says how to re-export it."""
+    package = load_package(one_program_packages[schema])
+    assert package.schema == schema
     pos, cell, atype, frac = box(seed=9)
     h = halo_graph(pos, atype, frac[:, 0] < 0.5, RCUT, cell=cell, pbc=True)
-    monkeypatch.setattr(package64, "schema", 1)
-    with pytest.raises(ValueError, match=r"schema 1, which has no ghost atoms; re-export it .*graphdesc export"):
-        package64(*tensors(h, torch.float64))
+    inputs = tensors(h, torch.float64)
+    if schema == 1:
+        with pytest.raises(ValueError, match=r"schema 1, which has no ghost atoms; re-export it .*graphdesc export"):
+            package(*inputs)
+        g = build_graph(torch.as_tensor(pos), RCUT, cell=torch.as_tensor(cell), pbc=True)
+        inputs = (torch.as_tensor(atype), g.edge_index, g.edge_vec, g.edge_mask, g.n_node, None)
+    out = package(*inputs)
+    want = _OneProgram()(*(x for x in inputs if x is not None))
+    assert list(out) == list(OUTPUTS)
+    for key, value in zip(OUTPUTS, want):  # the compiled sum of edge_vec may round differently
+        torch.testing.assert_close(out[key], value, rtol=1e-13, atol=1e-12, msg=key)
 
 
 def test_edge_order_and_memory_layout_do_not_matter(model64, package64):

@@ -67,13 +67,14 @@ def crystal(cells=2, seed=0, tilt=((0.6, 0.0, 0.0), (0.3, -0.4, 0.0))):
     return atoms
 
 
-def lmp(folder: Path, script: str, *, ranks: int = 1, check: bool = True) -> subprocess.CompletedProcess:
+def lmp(folder: Path, script: str, *, ranks: int = 1, check: bool = True, env: dict | None = None
+        ) -> subprocess.CompletedProcess:
     """Run the wheel's ``lmp`` on ``script`` in ``folder`` (under the mpich wheel's ``mpirun`` for ranks > 1)."""
     (folder / "in.lmp").write_text(script)
     cmd = lmp_command() + ["-in", "in.lmp", "-log", "log.lammps", "-screen", "none" if ranks > 1 else "screen.txt"]
     if ranks > 1:
         cmd = mpirun_command(ranks) + cmd
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     run = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env, timeout=600)
     if check and run.returncode != 0:
         log = (folder / "log.lammps").read_text() if (folder / "log.lammps").exists() else ""
@@ -104,8 +105,10 @@ def read_dump(path: Path) -> np.ndarray:
     return np.array([[float(v) for v in line.split()] for line in lines[start:]])
 
 
-@pytest.mark.parametrize("dtype, tol", [("float64", 1e-10), ("float32", 2e-5)])
-def test_run0_matches_ase_and_eager(plugin, models, tmp_path, dtype, tol):
+@pytest.mark.parametrize("dtype, tol, chunk", [("float64", 1e-10, None), ("float32", 2e-5, None),
+                                               ("float64", 1e-10, "1")])
+def test_run0_matches_ase_and_eager(plugin, models, tmp_path, dtype, tol, chunk):
+    """``chunk``: GRAPHDESC_CHUNK_ELEMENTS=1 makes the plugin call the block program once per atom."""
     from graphdesc.ase import Calculator
 
     model, packages = models
@@ -120,7 +123,7 @@ thermo_modify format float %.17g
 dump d all custom 1 forces.dump id fx fy fz c_pea c_sa[1] c_sa[2] c_sa[3] c_sa[4] c_sa[5] c_sa[6]
 dump_modify d format float %.17g sort id
 run 0
-""")
+""", env={"GRAPHDESC_CHUNK_ELEMENTS": chunk} if chunk else None)
     step, pe, *virial_bar, volume = thermo((tmp_path / "log.lammps").read_text(), 9)[0]
     dump = read_dump(tmp_path / "forces.dump")
     # the reference: the ASE calculator on the same eager model in float64 (fp32 compares against it too)

@@ -1,4 +1,5 @@
-// Load a graphdesc .pt2 package with libtorch's AOTInductor loader and evaluate a
+// Load a graphdesc .pt2 package (graphdesc::Package, graphdesc/include/graphdesc/package.hpp,
+// over libtorch's AOTInductor loader) and evaluate a
 // periodic crystal the way a domain-decomposed MD engine does: cut into slabs,
 // each slab passed as its local atoms plus a halo of ghost atoms.
 //
@@ -10,7 +11,7 @@
 // offset (SEED) of up to 0.1 Angstrom, and atom i has type i % ntypes. The box
 // is cut into SLABS slabs along its first fractional coordinate (default 1).
 //
-// Each slab is one package call (schema 2, graphdesc/export/schema.py):
+// Each slab is one package call (graphdesc/export/schema.py):
 //   * nodes: the slab's local atoms, then its ghosts: every periodic image of
 //     an atom within rcut of a local atom, except the local atoms themselves,
 //     each with its own coordinates (no shifts, as an engine passes them);
@@ -23,7 +24,8 @@
 // The output is plain text (positions, cell, types, energy, virial, forces) so
 // that a test can rebuild the same structure in Python and compare.
 
-#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include "graphdesc/package.hpp"  // graphdesc::Package: the package as one call
+
 #include <torch/torch.h>
 
 #include <array>
@@ -134,8 +136,8 @@ int main(int argc, char** argv) {
   const int nslab = argc > 5 ? std::stoi(argv[5]) : 1;
   const double tilt = argc > 6 ? std::stod(argv[6]) : 0.0;
 
-  torch::inductor::AOTIModelPackageLoader loader(path);
-  auto meta = loader.get_metadata();
+  graphdesc::Package package(path);
+  auto meta = package.metadata();
   if (meta.count("graphdesc.schema") == 0 || std::stoi(meta.at("graphdesc.schema")) < 2) {
     std::cerr << path << ": a schema-1 package has no ghost atoms; re-export it with graphdesc export\n";
     return 1;
@@ -191,7 +193,7 @@ int main(int argc, char** argv) {
     auto n_node = torch::full({1}, s.nlocal, i64);
 
     // inputs and outputs in the schema's order
-    auto out = loader.run({atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype});
+    auto out = package.run({atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype});
     energy += out[0].to(torch::kFloat64)[0].item<double>();
     auto f = out[2].to(torch::kFloat64).contiguous();
     auto w = out[3].to(torch::kFloat64).contiguous();

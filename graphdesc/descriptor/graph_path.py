@@ -50,7 +50,8 @@ from .nets import embed_neighbors, layer, layer_norm, type_table, unit_rows
 from .params import params_dtype
 from .readout import readout
 
-__all__ = ["dpa1_graph", "center_inputs", "center_pieces", "center_outputs", "check_model_inputs"]
+__all__ = ["dpa1_graph", "center_inputs", "edge_stage", "center_pieces", "center_outputs", "Blocks",
+           "check_model_inputs"]
 
 SMOOTH_SHIFT = 20.0  # DeePMD's fixed logit shift of smooth attention
 
@@ -102,17 +103,42 @@ def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype,
 
     * ``g (N, width, ng)``: the embeddings of each center's edges, 0 in empty rows;
     * ``rows (N, width, 4)``: the contraction rows ``E / dstd`` (0 on masked edges and at rcut);
-    * ``sw (N, width, 1)``: the switch; ``valid (N, width)``: rows holding a real edge;
-    * ``u (N, width, 3)``: unit vectors (with ``attn_dotr``);
+    * ``sw (N, width, 1)``: the switch; ``u (N, width, 3)``: unit vectors (with ``attn_dotr``);
+    * ``valid (N, width)``: rows holding a real edge;
     * ``atype (N,)``; with ``deepmd_compat`` also ``shift (N, 4)`` (``davg / dstd``)
       and ``pad (N, ng)`` (the empty slots' summed embeddings, see :func:`_deepmd_pad`).
 
-    Centers are independent from here on: any split of ``parts`` along its
-    rows (:func:`center_pieces`) gives the same :func:`center_outputs`.
+    The first four are :func:`edge_stage`'s edge rows stacked by
+    :class:`Blocks`. Centers are independent from here on: any split of
+    ``parts`` along its rows (:func:`center_pieces`) gives the same
+    :func:`center_outputs`.
+    """
+    table, edge, center = edge_stage(params, config, graph, atype, deepmd_compat=deepmd_compat, static=static,
+                                     num_local=num_local)
+    n = center["atype"].shape[0]
+    blocks = Blocks(graph, n, config.sel if static else None, edge["g"].dtype)
+    _check_block_size(blocks, config, edge["g"])
+    parts = {k: blocks.stack(v) for k, v in edge.items()}
+    parts["valid"] = blocks.valid
+    parts.update(center)
+    return table, parts
+
+
+def edge_stage(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
+               deepmd_compat: bool = False, static: bool = False, num_local=None):
+    """The per-edge work before the block stage, and the per-center inputs that need no edges.
+
+    Arguments as for :func:`dpa1_graph`. Returns ``(table, edge, center)``:
+
+    * ``table (ntypes, dt)``: the type embedding table;
+    * ``edge``: the rows :func:`center_inputs` stacks into blocks, ``g (E, ng)``,
+      ``rows (E, 4)``, ``sw (E, 1)`` and with ``attn_dotr`` ``u (E, 3)``; the
+      only arrays that depend on ``edge_vec``;
+    * ``center``: ``atype (L,)`` and with ``deepmd_compat`` ``shift (L, 4)``, ``pad (L, ng)``.
     """
     check_model_inputs(params, config, graph, atype, static=static, num_local=num_local)
     xp = B.namespace(graph.edge_vec, atype)
-    n, sel = atype.shape[0] if num_local is None else num_local, config.sel
+    n = atype.shape[0] if num_local is None else num_local
     mask, src, dst = graph.edge_mask, graph.src, graph.dst
     table = type_table(params, config)  # (ntypes, dt)
 
@@ -122,16 +148,13 @@ def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype,
     rt = xp.where(mask[:, None], rt, xp.zeros_like(rt))  # (E, 4)
     g = embed_neighbors(params, config, rt[:, 0], xp.take(table, B.gather(atype, src), axis=0),
                         xp.take(table, center_type, axis=0))  # (E, ng)
-    blocks = _Blocks(graph, n, sel if static else None, g.dtype)
-    _check_block_size(blocks, config, g)
-    parts = {"g": blocks.stack(g), "rows": blocks.stack(env * xp.take(1.0 / params["dstd"], center_type, axis=0)),
-             "sw": blocks.stack(sw[:, None]), "valid": blocks.valid,
-             "atype": atype if num_local is None else atype[:n]}
+    edge = {"g": g, "rows": env * xp.take(1.0 / params["dstd"], center_type, axis=0), "sw": sw[:, None]}
     if config.attn_dotr:
-        parts["u"] = blocks.stack(unit_angular(rt))
+        edge["u"] = unit_angular(rt)
+    center = {"atype": atype if num_local is None else atype[:n]}
     if deepmd_compat:
-        parts["shift"], parts["pad"] = _deepmd_pad(params, config, graph, parts["atype"], table)
-    return table, parts
+        center["shift"], center["pad"] = _deepmd_pad(params, config, graph, center["atype"], table)
+    return table, edge, center
 
 
 def center_pieces(parts: dict, config: DPA1Config) -> list:
@@ -204,16 +227,25 @@ def _center_stage(params, config: DPA1Config, g, rows, sw, valid, u=None, *, wan
     return _transpose(_transpose(rows) @ g), total
 
 
-class _Blocks:
+class Blocks:
     """Center-major blocks: edge ``e`` sits in row ``slot[e]`` of block ``dst[e]``.
 
-    ``width`` is ``sel`` in the static layout, else the largest degree. After the
-    embedding, the descriptor runs on ``(N, width, F)`` blocks (attention on
-    ``(N, width, width)`` block matrices, the contraction as a batched matmul);
-    ``valid (N, width)`` marks the rows that hold a real edge.
+    ``width`` is ``sel`` in the static layout, else the largest degree (at
+    least 2), unless given. After the embedding, the descriptor runs on
+    ``(N, width, F)`` blocks (attention on ``(N, width, width)`` block
+    matrices, the contraction as a batched matmul); ``valid (N, width)`` marks
+    the rows that hold a real edge.
+
+    Args:
+        graph: the graph; its ``dst`` are in ``[0, n)``.
+        n: the number of centers (local nodes).
+        static_nnei: ``sel`` for the shape-static layout, else None.
+        dtype: float dtype of ``valid``'s intermediate.
+        width: the block width when it is known (a package's block stage hands
+            its blocks' width back); it must be at least the largest degree.
     """
 
-    def __init__(self, graph, n, static_nnei, dtype):
+    def __init__(self, graph, n, static_nnei, dtype, width=None):
         xp = B.namespace(graph.edge_vec)
         mask, dst = graph.edge_mask, graph.dst
         e = mask.shape[0]
@@ -222,10 +254,11 @@ class _Blocks:
             slot = B.arange(e, dst) % width
         else:
             deg = segment_sum(xp.astype(mask, xp.int64), dst, n)  # (N,)
-            # at least 2: masked edges (which read row 0) always have a row, and a
-            # width never 1 spares compilers a data-dependent branch on it
-            two = xp.full((1,), 2, dtype=deg.dtype, device=B.device(deg))
-            width = B.to_size(xp.max(xp.concat([deg, two])), minimum=2)
+            if width is None:
+                # at least 2: masked edges (which read row 0) always have a row, and a
+                # width never 1 spares compilers a data-dependent branch on it
+                two = xp.full((1,), 2, dtype=deg.dtype, device=B.device(deg))
+                width = B.to_size(xp.max(xp.concat([deg, two])), minimum=2)
             slot = _rank_in_center(dst, mask, deg, n)
         self.n, self.width, self.mask = n, width, mask
         self.deg = None if static_nnei is not None else deg
@@ -239,6 +272,13 @@ class _Blocks:
         out = segment_sum(x, self.row, self.n * self.width, mask=self.mask)
         return xp.reshape(out, (self.n, self.width, x.shape[-1]))
 
+    def unstack(self, blocks):
+        """Blocks ``(N, width, F)`` -> each edge's row ``(E, F)``, 0 on masked edges: the
+        transpose of :meth:`stack` (a gradient w.r.t. the blocks to one w.r.t. the edge rows)."""
+        xp = B.namespace(blocks)
+        rows = B.gather(xp.reshape(blocks, (self.n * self.width, blocks.shape[-1])), self.row)
+        return xp.where(self.mask[:, None], rows, xp.zeros_like(rows))
+
 
 MAX_BLOCK_BYTES = 2**30
 """The largest attention temporary of one center, ``(width, max(width, attn))``
@@ -248,7 +288,7 @@ center would exhaust memory before any chunking could help; only a wrong cell
 or wrong units make a structure that dense."""
 
 
-def _check_block_size(blocks: _Blocks, config: DPA1Config, like) -> None:
+def _check_block_size(blocks: Blocks, config: DPA1Config, like) -> None:
     """A clear error instead of an out-of-memory kill for an absurdly dense structure (eager only)."""
     width = blocks.width
     if blocks.deg is None or B.is_traced(like) or B.is_symbolic_int(width):

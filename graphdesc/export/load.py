@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .schema import INPUTS, META_PREFIX, OUTPUTS, SCHEMA_VERSION
+from .schema import INPUTS, META_PREFIX, OUTPUTS, SCHEMA_VERSION, STAGES
+from .stages import run_stages
 
 __all__ = ["load_package", "Package"]
 
@@ -19,23 +20,30 @@ class Package:
         dtype: ``torch.float64`` or ``torch.float32``; ``edge_vec`` must have it.
         device: ``torch.device`` the package was compiled for; inputs must live there.
         metadata: the raw ``graphdesc.*`` metadata strings.
+        chunk_elements: schema 3: the block program runs on chunks of centers whose
+            largest temporary holds about this many floats (0: all centers at once).
+            Default: the package's (4 MiB on CPU, one chunk on CUDA); the
+            ``GRAPHDESC_CHUNK_ELEMENTS`` environment variable overrides it, here
+            and in ``graphdesc/package.hpp``.
     """
 
     def __init__(self, path, *, device_index: int = -1):
         import torch
+        from torch._inductor.package import load_package as load
 
         from ..model import EnergyConfig
 
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"no such package: {self.path}")
-        _check_archive(self.path)
+        models = _check_archive(self.path)
+        names = STAGES if set(STAGES) <= models else ("model",)  # schema 3, or one program (schema 1-2)
         try:
-            self._compiled = torch._inductor.aoti_load_package(str(self.path), device_index=device_index)
+            self._programs = [load(str(self.path), name, device_index=device_index) for name in names]
         except Exception as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ValueError(f"{self.path} is not a loadable AOTInductor .pt2 package: {first}") from None
-        raw = self._compiled.get_metadata()
+        raw = self._programs[0].get_metadata()
         self.metadata = {k.removeprefix(META_PREFIX): v for k, v in raw.items() if k.startswith(META_PREFIX)}
         if "schema" not in self.metadata:
             raise ValueError(f"{self.path} is a .pt2 but not a graphdesc package (no {META_PREFIX}schema metadata)")
@@ -43,10 +51,14 @@ class Package:
         if schema > SCHEMA_VERSION:
             raise ValueError(f"{self.path} uses package schema {schema} (graphdesc {self.metadata.get('version')}); "
                              f"this graphdesc reads up to schema {SCHEMA_VERSION}. Upgrade graphdesc.")
+        if (len(self._programs) == 3) != (schema >= 3):
+            raise ValueError(f"{self.path}: schema {schema} package with programs {', '.join(names)} "
+                             f"(schema 3 has {', '.join(STAGES)}; 1 and 2 one 'model')")
         self.schema = schema
         self.config = EnergyConfig.from_dict(json.loads(self.metadata["config"]))
         self.dtype = getattr(torch, self.metadata["dtype"])
         self.device = torch.device(self.metadata["device"])
+        self.chunk_elements = _chunk_elements(self.metadata.get("chunk_elements", "0"))
 
     def __call__(self, atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype=None, *,
                  check: bool = True) -> dict:
@@ -85,7 +97,12 @@ class Package:
                                  f"with this graphdesc (graphdesc export MODEL.npz -o {self.path.name}) to pass "
                                  "ghost_atype")
             inputs = inputs[:5]
-        return dict(zip(OUTPUTS, self._compiled(*inputs), strict=True))
+        if self.schema < 3:
+            return dict(zip(OUTPUTS, self._programs[0](*inputs), strict=True))
+        meta = self.metadata
+        out = run_stages(*self._programs, inputs, n_grads=int(meta["grads"]), attn=int(meta["attn"]),
+                         chunk_elements=self.chunk_elements)
+        return dict(zip(OUTPUTS, out, strict=True))
 
     def _check(self, inputs) -> None:
         import torch
@@ -116,8 +133,21 @@ class Package:
         return f"Package({str(self.path)!r}, dtype={self.metadata['dtype']}, device={self.device.type})"
 
 
-def _check_archive(path: Path) -> None:
-    """A ``.pt2`` is a zip archive: refuse anything else, or a damaged one, before libtorch opens it."""
+def _chunk_elements(default: str) -> int:
+    """``GRAPHDESC_CHUNK_ELEMENTS`` if set, else the package's value: a count >= 0."""
+    import os
+
+    text = os.environ.get("GRAPHDESC_CHUNK_ELEMENTS", default)
+    if not text.strip().isdigit():
+        raise ValueError(f"GRAPHDESC_CHUNK_ELEMENTS must be an integer >= 0 (floats per block-stage chunk, "
+                         f"0 = one chunk), got {text!r}")
+    return int(text)
+
+
+def _check_archive(path: Path) -> set:
+    """A ``.pt2`` is a zip archive: refuse anything else, or a damaged one, before libtorch opens it.
+
+    Returns the names of the compiled programs it holds."""
     import zipfile
 
     if not path.is_file() or not zipfile.is_zipfile(path):
@@ -126,10 +156,13 @@ def _check_archive(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
+            members = archive.namelist()
     except (zipfile.BadZipFile, EOFError, OSError) as err:
         raise ValueError(f"{path}: corrupt or truncated .pt2 package ({type(err).__name__}: {err})") from None
     if bad is not None:
         raise ValueError(f"{path}: corrupt .pt2 package: member {bad!r} fails its CRC check")
+    # members of a compiled program: <archive>/data/aotinductor/<program>/<file>
+    return {m.split("/")[-2] for m in members if m.split("/")[-3:-2] == ["aotinductor"]}
 
 
 def load_package(path, *, device_index: int = -1) -> Package:

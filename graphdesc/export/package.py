@@ -1,14 +1,15 @@
 """Export an :class:`~graphdesc.torch.EnergyModel` as an AOTInductor ``.pt2`` package.
 
-The recipe (DESIGN.md section 6): the energy + ``autograd.grad`` force function is
-traced with ``make_fx(tracing_mode="symbolic")`` (``torch.export`` cannot trace
-``autograd.grad`` itself), the resulting graph is exported with
-``torch.export.export`` with L, G, E and nf dynamic, and
-``torch._inductor.aoti_compile_and_package`` compiles it to a ``.pt2``.
+The recipe (DESIGN.md section 6), once per program of :mod:`graphdesc.export.stages`
+(edge stage, block stage with its gradient, tail): the function, ``autograd.grad``
+included, is traced with ``make_fx(tracing_mode="symbolic")`` (``torch.export``
+cannot trace ``autograd.grad`` itself), the graph is exported with
+``torch.export.export`` with every size dynamic, ``torch._inductor.aot_compile``
+compiles it, and ``package_aoti`` puts the three into one ``.pt2``.
 
 The trace sample is a small synthetic 2-frame system with ghosts (sizes >= 2,
 so nothing is specialized to 0 or 1); the package then runs any L >= 0,
-G >= 0, E >= 0, nf >= 1 (schema 2, :mod:`graphdesc.export.schema`).
+G >= 0, E >= 0, nf >= 1 (schema 3, :mod:`graphdesc.export.schema`).
 The package is compiled for the device the model sits on when exporting:
 ``device="cuda"`` traces and compiles on the GPU.
 """
@@ -25,7 +26,7 @@ import numpy as np
 from .. import __version__
 from .schema import INPUTS, META_PREFIX, OUTPUTS, SCHEMA_VERSION
 
-__all__ = ["trace_model", "export_program", "export_package", "sample_inputs"]
+__all__ = ["trace_model", "export_program", "export_programs", "export_package", "sample_inputs"]
 
 
 def sample_inputs(model, *, device="cpu", n_atoms=(13, 11), seed=0, ghosts: bool = True):
@@ -69,14 +70,21 @@ def sample_inputs(model, *, device="cpu", n_atoms=(13, 11), seed=0, ghosts: bool
 
 
 def trace_model(model, sample):
-    """``make_fx`` symbolic trace of the flat energy/force function of ``model`` (frozen copy).
+    """``make_fx`` symbolic trace of the one-piece energy/force function of ``model`` (frozen copy).
 
     The flat function takes the schema's inputs: local types, graph, ghost
     types; nodes are the locals then the ghosts, and ``num_local`` is the
     length of ``atype`` (a shape, so no size in the program depends on data).
+    Packages use the three programs of :mod:`graphdesc.export.stages`
+    instead; this one-piece program is what a single compiled call of the
+    whole model looks like (compiled training traces the same function).
     """
+    return _trace(_one_piece(model), sample)
+
+
+def _one_piece(model):
+    """The schema's flat function of a frozen copy of ``model``, in one piece."""
     import torch
-    from torch.fx.experimental.proxy_tensor import make_fx
 
     from ..graph.container import NeighborGraph
     from ..torch import energy_and_forces
@@ -89,35 +97,98 @@ def trace_model(model, sample):
                                 num_local=atype.shape[0])
         return tuple(out[k] for k in OUTPUTS)
 
-    with torch.no_grad():  # energy_and_forces enables grad where it needs it
-        return make_fx(flat, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*sample)
+    return flat
 
 
-def export_program(model, sample):
-    """``torch.export.ExportedProgram`` of the model's energy/force function, L, G, E, nf dynamic."""
+def _trace(fn, sample):
+    """``make_fx`` symbolic trace of ``fn`` on ``sample``, one size symbol per input dimension."""
+    import torch
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    # no duck shaping: two inputs' dimensions that happen to be equal in the sample
+    # must stay two sizes (a block width equal to a chunk's row count, say)
+    with torch.no_grad(), torch.fx.experimental._config.patch(use_duck_shape=False):
+        return make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*sample)
+
+
+def _export(fn, sample, dynamic_shapes):
+    """``torch.export.ExportedProgram`` of ``fn`` (traced by :func:`_trace`) with ``dynamic_shapes``
+    (a tuple with one ``{axis: Dim}`` dict per positional input)."""
     import torch
 
-    graph_module = trace_model(model, sample)
+    graph_module = _trace(fn, sample)
 
     class Flat(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.graph_module = graph_module
 
-        def forward(self, atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype):
-            return self.graph_module(atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype)
+        def forward(self, *inputs):
+            return self.graph_module(*inputs)
 
-    dim = torch.export.Dim
-    n, g, e, nf = dim("L", min=0), dim("G", min=0), dim("E", min=0), dim("nf", min=1)
-    shapes = {"atype": {0: n}, "edge_index": {1: e}, "edge_vec": {0: e}, "edge_mask": {0: e}, "n_node": {0: nf},
-              "ghost_atype": {0: g}}
     # size-oblivious backed sizes: no 0/1 specialization, so L = 0, G = 0, E = 0, nf = 1 stay valid
     with torch.fx.experimental._config.patch(backed_size_oblivious=True):
-        return torch.export.export(Flat(), sample, dynamic_shapes=shapes, strict=False)
+        return torch.export.export(Flat(), tuple(sample), dynamic_shapes=(dynamic_shapes,), strict=False)
+
+
+def _input_dims():
+    """The schema's dynamic sizes, and the ``dynamic_shapes`` of its six inputs."""
+    from torch.export import Dim
+
+    dims = {"L": Dim("L", min=0), "G": Dim("G", min=0), "E": Dim("E", min=0), "nf": Dim("nf", min=1)}
+    shapes = ({0: dims["L"]}, {1: dims["E"]}, {0: dims["E"]}, {0: dims["E"]}, {0: dims["nf"]}, {0: dims["G"]})
+    return dims, shapes
+
+
+def export_program(model, sample):
+    """``torch.export.ExportedProgram`` of the one-piece energy/force function (:func:`trace_model`)."""
+    _, shapes = _input_dims()
+    return _export(_one_piece(model), sample, shapes)
+
+
+def export_programs(model, sample) -> tuple:
+    """The package's three programs (:mod:`graphdesc.export.stages`) as ``ExportedProgram`` s.
+
+    Returns ``({"edges": ..., "block": ..., "tail": ...}, keys, n_grads)``.
+    The block program's sample is a slice of the sample's parts with a row
+    count unlike any other size, so chunk rows ``C`` and block width ``W``
+    stay two free sizes (``C >= 1``, ``W >= 2``).
+    """
+    import torch
+    from torch.export import Dim
+
+    from .stages import stage_functions
+
+    edges, block, tail, keys, n_grads = stage_functions(model)
+    dims, shapes = _input_dims()
+    # contiguous samples: a compiled program reads its inputs with the strides of its
+    # sample (a gradient of autograd's is often a transposed view), and callers pass contiguous ones
+    with torch.no_grad():
+        parts = tuple(p.contiguous() for p in edges(*sample))
+        grads = tuple(g.contiguous() for g in block(*parts))
+    taken = {int(s) for p in parts for s in p.shape}
+    rows = next(c for c in range(3, parts[0].shape[0]) if c not in taken)
+    chunk, width = Dim("C", min=1), Dim("W", min=2)
+
+    def part_shapes(rows_dim):
+        return tuple({0: rows_dim, 1: width} if p.ndim == 3 or k == "valid" else {0: rows_dim}
+                     for k, p in zip(keys, parts))
+
+    programs = {
+        "edges": _export(edges, sample, shapes),
+        "block": _export(block, tuple(p[:rows].contiguous() for p in parts), part_shapes(chunk)),
+        "tail": _export(tail, (*sample, *grads),
+                        (*shapes, {0: dims["L"]}, *part_shapes(dims["L"])[:n_grads])),
+    }
+    return programs, keys, n_grads
 
 
 def export_package(model, path, *, device: str = "cpu", dtype=None, progress=None) -> Path:
     """Compile ``model`` (an :class:`~graphdesc.torch.EnergyModel`) to an AOTInductor ``.pt2`` at ``path``.
+
+    The package holds three programs (edge stage, block stage, tail; see
+    :mod:`graphdesc.export.stages`) that :func:`~graphdesc.export.load_package`
+    and the C++ helper ``graphdesc/package.hpp`` run as one call.
 
     Args:
         model: the energy model (left unchanged; a frozen copy is traced).
@@ -130,6 +201,9 @@ def export_package(model, path, *, device: str = "cpu", dtype=None, progress=Non
         the path written. Load it with :func:`graphdesc.export.load_package`.
     """
     import torch
+    from torch._inductor.package import package_aoti
+
+    from ..descriptor.graph_path import CHUNK_BYTES
 
     say = progress or (lambda msg: None)
     path = Path(path)
@@ -147,21 +221,31 @@ def export_package(model, path, *, device: str = "cpu", dtype=None, progress=Non
     sample = sample_inputs(model, device=device)
 
     t0 = time.perf_counter()
-    say("tracing energy + forces (make_fx) and exporting (torch.export) ...")
-    program = export_program(model, sample)
+    say("tracing the edge stage, block stage and tail (make_fx) and exporting them (torch.export) ...")
+    programs, keys, n_grads = export_programs(model, sample)
     say(f"  done in {time.perf_counter() - t0:.1f} s")
+    # eager's rule (graph_path.CHUNK_BYTES): chunks of centers on CPU, one piece on accelerators
+    chunk_elements = CHUNK_BYTES * 8 // torch.finfo(dtype).bits if device.type == "cpu" else 0
     meta = {
         "schema": str(SCHEMA_VERSION), "version": __version__, "dtype": str(dtype).removeprefix("torch."),
         "device": device.type, "config": json.dumps(model.config.to_dict()),
         "inputs": ",".join(INPUTS), "outputs": ",".join(OUTPUTS),
+        "programs": ",".join(programs), "parts": ",".join(keys), "grads": str(n_grads),
+        "attn": str(model.config.descriptor.attn), "chunk_elements": str(chunk_elements),
     }
-    t1 = time.perf_counter()
-    say(f"compiling with AOTInductor for {device.type} (about a minute on a small CPU) ...")
+    options = {"aot_inductor.package": True,
+               "aot_inductor.metadata": {META_PREFIX + k: v for k, v in meta.items()},
+               # int32 sort indices: the default int16 ones cap E below 32767
+               "triton.decompose_sort_ops": True}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch._inductor.aoti_compile_and_package(
-        program, package_path=str(path),
-        inductor_configs={"aot_inductor.metadata": {META_PREFIX + k: v for k, v in meta.items()},
-                          # int32 sort indices: the default int16 ones cap E below 32767
-                          "triton.decompose_sort_ops": True})
-    say(f"  done in {time.perf_counter() - t1:.1f} s -> {path}")
+    files = {}
+    for name, program in programs.items():
+        t1 = time.perf_counter()
+        say(f"compiling the {name} program with AOTInductor for {device.type} ...")
+        args, kwargs = program.example_inputs
+        files[name] = torch._inductor.aot_compile(program.module(check_guards=False), args, kwargs,
+                                                  options=dict(options))
+        say(f"  done in {time.perf_counter() - t1:.1f} s")
+    package_aoti(str(path), files)
+    say(f"wrote {path}")
     return path

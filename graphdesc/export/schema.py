@@ -1,6 +1,6 @@
 """The ``.pt2`` package schema: what an MD code passes in and gets back.
 
-Schema 2 (this graphdesc writes it). Inputs, in this order (``L`` local atoms,
+Schema 3 (this graphdesc writes it). Inputs, in this order (``L`` local atoms,
 ``G`` ghosts, ``N = L + G`` nodes, ``E`` edges, ``nf`` frames, all dynamic;
 ``G`` and ``E`` may be 0):
 
@@ -33,22 +33,35 @@ to the owner atom (reverse communication). ``energy`` and ``virial`` are the
 local domain's; virial ``= -dE/d(strain)`` (DeePMD's sign). Without ghosts
 (``G = 0``) the outputs are schema 1's.
 
-Schema 1 (graphdesc 0.1 before ghosts) had the first five inputs only.
-:func:`graphdesc.export.load_package` still runs such packages without
-ghosts; re-export them (``graphdesc export MODEL.npz -o OUT.pt2``) to pass ghosts.
+Programs. A schema-3 package holds three compiled programs, ``edges``,
+``block`` and ``tail`` (:mod:`graphdesc.export.stages`): the block stage runs
+on chunks of centers, so only one chunk's attention activations are alive at a
+time (the memory and speed of eager's chunked gradient). Callers run them as
+one call through :func:`graphdesc.export.load_package` (Python) or
+``graphdesc::Package`` (C++, ``graphdesc/package.hpp`` under
+:func:`graphdesc.export.include_dir`); both take and return the tensors above.
+
+Schema 2 had these inputs and outputs in one program (``model``); schema 1
+(graphdesc 0.1 before ghosts) had the first five inputs only. Both loaders
+still run them (schema 1 without ghosts; re-export it, ``graphdesc export
+MODEL.npz -o OUT.pt2``, to pass ghosts).
 
 The package's metadata (string to string) holds ``graphdesc.schema`` (this
 module's :data:`SCHEMA_VERSION`), ``graphdesc.version``, ``graphdesc.dtype``,
 ``graphdesc.device``, ``graphdesc.config`` (the model's
 :class:`~graphdesc.model.EnergyConfig` as JSON), ``graphdesc.inputs`` and
-``graphdesc.outputs``.
+``graphdesc.outputs``; schema 3 adds ``graphdesc.programs``, ``graphdesc.parts``
+(the names of ``edges``' outputs), ``graphdesc.grads`` (how many of them, first,
+are differentiable), ``graphdesc.attn`` and ``graphdesc.chunk_elements`` (floats
+in a chunk's largest temporary; 0 = all centers in one call, as on CUDA).
 """
 
 from __future__ import annotations
 
-__all__ = ["INPUTS", "OUTPUTS", "SCHEMA_VERSION", "META_PREFIX"]
+__all__ = ["INPUTS", "OUTPUTS", "SCHEMA_VERSION", "META_PREFIX", "STAGES"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 INPUTS = ("atype", "edge_index", "edge_vec", "edge_mask", "n_node", "ghost_atype")
 OUTPUTS = ("energy", "atom_energy", "force", "virial", "atom_virial")
 META_PREFIX = "graphdesc."
+STAGES = ("edges", "block", "tail")

@@ -25,6 +25,7 @@ from pathlib import Path
 __all__ = ["build", "plugin_dir", "plugin_file", "lmp_command", "mpirun_command"]
 
 SOURCE = Path(__file__).with_name("pair_graphdesc.cpp")
+HEADER = Path(__file__).parent.parent / "include" / "graphdesc" / "package.hpp"  # graphdesc::Package
 PLUGIN_NAME = "graphdesc_plugin.so"  # LAMMPS autoloads files ending in "plugin.so"
 
 
@@ -48,7 +49,8 @@ def _versions() -> str:
 def plugin_dir() -> str:
     """The folder of this installation's plugin (the ``lammps.plugins`` entry point); it may not exist yet."""
     try:
-        tag = hashlib.sha1((_versions() + "\0").encode() + SOURCE.read_bytes()).hexdigest()[:12]
+        sources = SOURCE.read_bytes() + HEADER.read_bytes()
+        tag = hashlib.sha1((_versions() + "\0").encode() + sources).hexdigest()[:12]
     except ImportError:
         tag = "unavailable"
     base = Path(os.environ.get("GRAPHDESC_CACHE", Path.home() / ".cache" / "graphdesc"))
@@ -81,7 +83,7 @@ def build(*, force: bool = False, progress=None) -> Path:
     tmp = target.with_suffix(".tmp.so")
     cmd = [_compiler(), "-std=c++17", "-O2", "-fPIC", "-shared", "-w", "-DLAMMPS_SMALLBIG",
            f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}", str(SOURCE), "-o", str(tmp),
-           f"-I{lammps_root / 'include' / 'lammps'}", f"-I{torch_root / 'include'}",
+           f"-I{HEADER.parent.parent}", f"-I{lammps_root / 'include' / 'lammps'}", f"-I{torch_root / 'include'}",
            f"-I{torch_root / 'include' / 'torch' / 'csrc' / 'api' / 'include'}",
            f"-L{torch_root / 'lib'}", "-ltorch", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{torch_root / 'lib'}"]
     say(f"compiling {SOURCE.name} against {_versions()} ...")

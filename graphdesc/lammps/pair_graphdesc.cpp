@@ -1,4 +1,4 @@
-// pair_style graphdesc: a LAMMPS pair style that runs a graphdesc .pt2 package (schema 2).
+// pair_style graphdesc: a LAMMPS pair style that runs a graphdesc .pt2 package (schema 2 or 3).
 //
 //   pair_style graphdesc model.pt2
 //   pair_coeff * * Cu Al          # one element symbol per LAMMPS type, mapped by the model's type_map
@@ -23,7 +23,8 @@
 #include "pair.h"
 #include "utils.h"
 
-#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include "graphdesc/package.hpp"  // graphdesc::Package: the package as one call
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -75,7 +76,7 @@ class PairGraphdesc : public Pair {
   }
 
   ~PairGraphdesc() override {
-    loader.reset();  // before LAMMPS exits: the loader removes its extracted package
+    package.reset();  // before LAMMPS exits: the loader removes its extracted package
     if (allocated) {
       memory->destroy(setflag);
       memory->destroy(cutsq);
@@ -89,12 +90,12 @@ class PairGraphdesc : public Pair {
     if (!probe) error->all(FLERR, "pair_style graphdesc: cannot open package {}", path);
     fclose(probe);
     try {
-      loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path);
+      package = std::make_unique<graphdesc::Package>(path);
     } catch (const std::exception &err) {
       error->all(FLERR, "pair_style graphdesc: {} is not a loadable .pt2 package: {}", path,
                  std::string(err.what()).substr(0, 300));
     }
-    auto meta = loader->get_metadata();
+    auto meta = package->metadata();
     if (meta.count("graphdesc.schema") == 0)
       error->all(FLERR, "pair_style graphdesc: {} is a .pt2 but not a graphdesc package", path);
     if (std::stoi(meta.at("graphdesc.schema")) < 2)
@@ -186,7 +187,7 @@ class PairGraphdesc : public Pair {
     for (auto &t : inputs) t = t.to(device);
     std::vector<torch::Tensor> out;
     try {
-      out = loader->run(inputs);
+      out = package->run(inputs);
     } catch (const std::exception &err) {
       error->one(FLERR, "pair_style graphdesc: the package failed: {}", std::string(err.what()).substr(0, 300));
     }
@@ -236,7 +237,7 @@ class PairGraphdesc : public Pair {
   }
 
   std::string path;
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
+  std::unique_ptr<graphdesc::Package> package;
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat64;
   double rcut = 0.0;

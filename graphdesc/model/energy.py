@@ -15,13 +15,15 @@ from __future__ import annotations
 from .. import _backend as B
 from ..descriptor import init_params
 from ..descriptor.graph_path import center_inputs, center_outputs, center_pieces
+from ..descriptor.nets import type_table
 from ..graph.container import NeighborGraph
 from ..graph.validate import node_frame
 from ..segment import segment_sum
 from .config import EnergyConfig
 from .fitting import fitting_energy, init_fitting
 
-__all__ = ["init_model_params", "atom_energy", "atom_energy_stages", "frame_energy", "with_ghosts"]
+__all__ = ["init_model_params", "atom_energy", "atom_energy_stages", "center_energy", "frame_energy",
+           "with_ghosts"]
 
 
 def init_model_params(config: EnergyConfig, seed: int = 0) -> dict:
@@ -69,10 +71,23 @@ def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph,
                                  static=static, num_local=num_local)
 
     def energy_of(piece):
-        descriptor, _ = center_outputs(desc_params, desc_config, table, piece)
-        return fitting_energy(params["fitting"], config, descriptor, piece["atype"])
+        return center_energy(params, config, piece, table)
 
     return parts, center_pieces(parts, desc_config), energy_of
+
+
+def center_energy(params: dict, config: EnergyConfig, piece: dict, table=None):
+    """Atom energies ``(C,)`` of a piece of ``C`` centers of the block stage's inputs.
+
+    Args:
+        params, config: the model.
+        piece: rows of :func:`~graphdesc.descriptor.graph_path.center_inputs`' ``parts``.
+        table: the type embedding table ``(ntypes, dt)``; default computed from ``params``.
+    """
+    desc_config, desc_params = config.descriptor, params["descriptor"]
+    table = type_table(desc_params, desc_config) if table is None else table
+    descriptor, _ = center_outputs(desc_params, desc_config, table, piece)
+    return fitting_energy(params["fitting"], config, descriptor, piece["atype"])
 
 
 def frame_energy(atom_e, n_node):

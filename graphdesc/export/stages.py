@@ -1,0 +1,145 @@
+"""A package's three programs, and the driver that runs the block stage chunk by chunk.
+
+One traced program holds the whole block stage's activations at once (every
+center's attention, forward and backward): about 2 MiB/atom in fp64 against
+eager's 0.7, and slower once they leave the cache. Eager takes the gradient
+one chunk of centers at a time (:func:`graphdesc.torch.energy_and_forces`);
+a package does the same with three compiled programs and a short loop:
+
+1. ``edges(atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype) -> parts``:
+   the edge stage (embedding net on every edge, stacked into per-center
+   blocks), :func:`~graphdesc.descriptor.graph_path.center_inputs`' arrays,
+   each with ``L`` rows, the differentiable ones first (``g``, ``rows``,
+   ``sw``, and ``u`` with ``attn_dotr``).
+2. ``block(*rows a:b of parts) -> (atom_energy (C,), d energy / d part (C, ...) ...)``:
+   attention, contraction, readout and fitting on ``C`` centers, and their
+   gradient w.r.t. the differentiable parts; run on chunks of centers.
+3. ``tail(atype, ..., ghost_atype, atom_energy (L,), *d parts) -> outputs``:
+   the edge stage again, its backward from the gathered part gradients to
+   ``edge_vec``, then force and virial assembly (schema outputs).
+
+The tail recomputes the edge stage instead of keeping its activations
+between programs (a few % of the time; the attention dominates). Every
+program runs on any ``L``, ``G``, ``E``, ``C``, block width and ``nf``.
+:func:`run_stages` is the loop; the C++ side (``graphdesc/include``) has the same.
+"""
+
+from __future__ import annotations
+
+import copy
+
+__all__ = ["stage_functions", "run_stages", "chunk_rows"]
+
+
+def stage_functions(model):
+    """The three programs of a package, as eager torch functions of a frozen copy of ``model``.
+
+    Returns ``(edges, block, tail, keys, n_grads)``: ``keys`` names ``edges``'
+    outputs in order; the first ``n_grads`` are differentiable (``block``
+    returns their gradients and ``tail`` takes them).
+    """
+    import torch
+
+    from ..descriptor.graph_path import Blocks, center_inputs, edge_stage
+    from ..graph.container import NeighborGraph
+    from ..graph.forces import edge_force_virial
+    from ..model import frame_energy, with_ghosts
+    from ..model.energy import center_energy
+
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    params, config = frozen.params(), frozen.config
+    desc_params, desc_config = params["descriptor"], config.descriptor
+    keys = None  # set below from the parts' own order
+
+    def _graph(atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype):
+        return NeighborGraph(edge_index, edge_vec, edge_mask, n_node), torch.cat([atype, ghost_atype])
+
+    def parts_of(atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype):
+        graph, nodes = _graph(atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype)
+        return center_inputs(desc_params, desc_config, graph, nodes, deepmd_compat=config.deepmd_compat,
+                             num_local=atype.shape[0])[1]
+
+    def edges(*inputs):
+        parts = parts_of(*inputs)
+        return tuple(parts[k] for k in keys)
+
+    def block(*values):
+        with torch.enable_grad():
+            piece = {k: v.detach().requires_grad_(True) if i < n_grads else v
+                     for i, (k, v) in enumerate(zip(keys, values))}
+            atom_e = center_energy(params, config, piece)
+            grads = torch.autograd.grad(atom_e.sum(), [piece[k] for k in keys[:n_grads]], allow_unused=True,
+                                        materialize_grads=True)
+        return (atom_e.detach(), *grads)
+
+    def tail(atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype, atom_e, *grads):
+        num_local = atype.shape[0]
+        with torch.enable_grad():
+            vec = edge_vec.detach().requires_grad_(True)
+            graph, nodes = _graph(atype, edge_index, vec, edge_mask, n_node, ghost_atype)
+            _, edge, _ = edge_stage(desc_params, desc_config, graph, nodes, num_local=num_local)
+            blocks = Blocks(graph, num_local, None, vec.dtype, width=grads[0].shape[1])
+            (g,) = torch.autograd.grad([edge[k] for k in keys[:n_grads]], vec, [blocks.unstack(d) for d in grads],
+                                       allow_unused=True, materialize_grads=True)
+        n = nodes.shape[0]
+        force, atom_virial, virial = edge_force_virial(g.detach(), graph.replace(edge_vec=edge_vec), n, num_local)
+        return frame_energy(atom_e, n_node), with_ghosts(atom_e, n), force, virial, atom_virial
+
+    # the parts' order: the edge stage's differentiable rows first (center_inputs builds them first)
+    probe = _probe_inputs(params)
+    with torch.no_grad():
+        parts = parts_of(*probe)
+        edge_keys = edge_stage(desc_params, desc_config, *_graph(*probe), num_local=1)[1]
+    keys = tuple(parts)
+    n_grads = len(edge_keys)
+    if keys[:n_grads] != tuple(edge_keys):
+        raise AssertionError(f"center_inputs must list the edge rows first, got {keys}")
+    return edges, block, tail, keys, n_grads
+
+
+def _probe_inputs(params):
+    """A one-atom, no-edge input, enough to read the parts' names and order."""
+    import torch
+
+    dtype, device = params["descriptor"]["davg"].dtype, params["descriptor"]["davg"].device
+    i64 = dict(dtype=torch.int64, device=device)
+    return (torch.zeros(1, **i64), torch.zeros((2, 0), **i64), torch.zeros((0, 3), dtype=dtype, device=device),
+            torch.zeros(0, dtype=torch.bool, device=device), torch.ones(1, **i64), torch.zeros(0, **i64))
+
+
+def chunk_rows(num_local: int, width: int, attn: int, chunk_elements: int) -> int:
+    """Centers per call of the block program: the largest temporary, ``(rows, width,
+    max(width, attn))``, holds about ``chunk_elements`` floats; 0 means all ``L`` at once."""
+    if chunk_elements <= 0:
+        return max(num_local, 1)
+    return max(1, chunk_elements // (width * max(width, attn)))
+
+
+def run_stages(edges, block, tail, inputs, *, n_grads: int, attn: int, chunk_elements: int):
+    """The package's outputs from its three programs (see the module doc).
+
+    Args:
+        edges, block, tail: the programs (compiled, or :func:`stage_functions`' eager ones).
+        inputs: the schema's six tensors, contiguous.
+        n_grads: how many of ``edges``' outputs are differentiable (first).
+        attn, chunk_elements: see :func:`chunk_rows`.
+
+    Returns:
+        the schema's outputs, a tuple (``energy``, ``atom_energy``, ``force``, ``virial``, ``atom_virial``).
+    """
+    import torch
+
+    parts = list(edges(*inputs))
+    num_local, width = inputs[0].shape[0], parts[0].shape[1]
+    atom_e = torch.empty(num_local, dtype=parts[0].dtype, device=parts[0].device)
+    # contiguous, whatever layout the edge program chose for the parts: the tail reads
+    # its inputs with the (contiguous) strides it was traced with
+    grads = [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in parts[:n_grads]]
+    rows = chunk_rows(num_local, width, attn, chunk_elements)
+    for start in range(0, num_local, rows):
+        out = block(*(p[start:start + rows].contiguous() for p in parts))
+        atom_e[start:start + rows] = out[0]
+        for grad, piece in zip(grads, out[1:]):
+            grad[start:start + rows] = piece
+    del parts  # the edge stage's blocks are not needed by the tail
+    return tail(*inputs, atom_e, *grads)
