@@ -58,7 +58,7 @@ PATHS = ("graph", "graph-pt2", "dense", "deepmd")
 SYSTEMS = {
     # name: (lattice, lattice constant, sel, cells per side for the sweep, cells for --quick)
     "cu": ("fcc", 3.61, 120, (2, 3, 4, 6, 8, 10, 13, 16), (2, 3)),
-    "diamond": ("diamond", 3.567, 180, (2, 3, 4, 6, 8, 10), (2,)),
+    "diamond": ("diamond", 3.567, 180, (2, 3, 4, 6, 8, 10, 12), (2,)),
 }
 RCUT, RCUT_SMTH, JITTER = 6.0, 0.5, 0.05
 SLOW_CALL_S = 20.0  # calls slower than this are timed twice, not --repeats times
@@ -223,7 +223,7 @@ def child(args) -> dict:
                 out = package(atype, graph.edge_index, graph.edge_vec, graph.edge_mask, graph.n_node, check=False)
                 return out["energy"].reshape(()), out["force"]
         else:
-            from graphdesc.descriptor import dpa1_dense, dense_inputs
+            from graphdesc.descriptor import dense_inputs, dpa1_dense
             from graphdesc.graph import edge_force_virial
             from graphdesc.model import frame_energy
             from graphdesc.model.fitting import fitting_energy
@@ -409,9 +409,17 @@ def sweep(args) -> dict:
         with open(args.into) as f:
             earlier = json.load(f)
         todo = {(s, p, q) for s in args.systems for p in args.precisions for q in args.paths}
-        rows = [r for r in earlier["rows"] if (r["system"], r["precision"], r["path"]) not in todo]
-        skipped = [r for r in earlier["skipped"] if (r["system"], r["precision"], r["path"]) not in todo]
-        meta = {**earlier["meta"], "command": earlier["meta"]["command"] + " ; " + meta["command"]}
+
+        def kept(r):  # not among the points run now
+            return (r["system"], r["precision"], r["path"]) not in todo or (
+                args.sizes is not None and r.get("atoms") not in _atoms_of(r["system"], args.sizes))
+
+        rows = [r for r in earlier["rows"] if kept(r)]
+        skipped = [r for r in earlier["skipped"] if kept(r)]
+        # the matmul rate is measured again: the machine may have changed since, and every row's
+        # fraction of it is recomputed below from its own GFLOP/s (rerun all paths for a fair table)
+        meta = {**earlier["meta"], "command": earlier["meta"]["command"] + " ; " + meta["command"],
+                "gemm_gflops": {}, "date": meta["date"], "torch": meta["torch"]}
     for precision in args.precisions:
         if precision not in meta["gemm_gflops"]:
             meta["gemm_gflops"][precision] = gemm_gflops(precision, args.device, args.threads)
@@ -432,7 +440,7 @@ def sweep(args) -> dict:
             last = dict.fromkeys(paths)
             stopped = set()
             # size by size, every path in turn: the paths compared at one size run minutes apart, not an hour
-            for cells in SYSTEMS[system][4 if args.quick else 3]:
+            for cells in args.sizes or SYSTEMS[system][4 if args.quick else 3]:
                 atoms = (4 if SYSTEMS[system][0] == "fcc" else 8) * cells**3
                 for path in paths:
                     if path in stopped:
@@ -457,6 +465,9 @@ def sweep(args) -> dict:
                     print(f"  {system} {precision} {path:9} {atoms:6d} atoms  {row['us_per_atom']:9.1f} us/atom  "
                           f"{row['peak_kib_per_atom'] / 1024:6.2f} MiB/atom  {row['gflops']:6.1f} GFLOP/s  "
                           f"build {row['build_ms']:8.1f} ms", flush=True)
+    for row in rows:
+        if row["precision"] in meta["gemm_gflops"]:
+            row["gemm_fraction"] = row["gflops"] / meta["gemm_gflops"][row["precision"]]
     if args.into and "graph" in args.paths:  # the kept rows are checked against the new graph run
         for row in rows:
             if (row["system"], row["precision"], row["path"]) not in todo:
@@ -478,10 +489,17 @@ def _cross_check(row, rows, force_dir) -> None:
     if ref is None or row["path"] == "graph":
         return
     cells = round((row["atoms"] / (4 if SYSTEMS[row["system"]][0] == "fcc" else 8)) ** (1 / 3))
-    forces = [np.load(os.path.join(force_dir, f"{row['system']}-{row['precision']}-{cells}-{path}.npy"))
-              for path in ("graph", row["path"])]
+    files = [os.path.join(force_dir, f"{row['system']}-{row['precision']}-{cells}-{path}.npy")
+             for path in ("graph", row["path"])]
+    if not all(os.path.exists(f) for f in files):  # a kept row measured on another machine: its check stays
+        return
+    forces = [np.load(f) for f in files]
     row["de_per_atom_vs_graph"] = abs(row["energy"] - ref["energy"]) / row["atoms"]
     row["df_max_vs_graph"] = float(np.abs(forces[1] - forces[0]).max())
+
+
+def _atoms_of(system: str, sizes) -> set:
+    return {(4 if SYSTEMS[system][0] == "fcc" else 8) * cells**3 for cells in sizes}
 
 
 def _predicted_over(last, atoms, args):
@@ -536,6 +554,7 @@ def markdown(result: dict) -> str:
     lines = [f"DPA1 energy+force, {meta['device_name']} ({meta['device']}, {meta['threads']} threads), "
              f"torch {meta['torch']}, DeePMD-kit {meta['deepmd']}, {meta['date']}. "
              f"Large-matmul rate: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in meta["gemm_gflops"].items()) + ".",
+             *(["", f"Note: {meta['note']}."] if meta.get("note") else []),
              "", summary(result), "All measurements:", "",
              "| system | precision | atoms | neighbors (mean/max) | path | µs/atom | peak MiB/atom | GFLOP/s "
              "| % of matmul rate | neighbor build (ms) | vs graph: |ΔE|/atom, max |ΔF| |",
@@ -600,6 +619,8 @@ def main(argv=None) -> int:
     parser.add_argument("--precisions", default="float64,float32")
     parser.add_argument("--paths", default=",".join(PATHS), help="comma list of: " + ", ".join(PATHS))
     parser.add_argument("--quick", action="store_true", help="the smallest sizes only")
+    parser.add_argument("--sizes", type=int, nargs="+", metavar="CELLS",
+                        help="only these cells per side (with --into: only those points are replaced)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per point, at least (default 3)")
     parser.add_argument("--budget", type=float, default=10.0, help="more timed calls while under this many s")
     parser.add_argument("--max-mem", type=float, default=20.0, help="skip sizes predicted above this many GiB")
