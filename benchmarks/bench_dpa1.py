@@ -412,7 +412,7 @@ def sweep(args) -> dict:
 
         def kept(r):  # not among the points run now
             return (r["system"], r["precision"], r["path"]) not in todo or (
-                args.sizes is not None and r.get("atoms") not in _atoms_of(r["system"], args.sizes))
+                args.sizes is not None and r.get("atoms") not in {_atoms(r["system"], c) for c in args.sizes})
 
         rows = [r for r in earlier["rows"] if kept(r)]
         skipped = [r for r in earlier["skipped"] if kept(r)]
@@ -441,7 +441,7 @@ def sweep(args) -> dict:
             stopped = set()
             # size by size, every path in turn: the paths compared at one size run minutes apart, not an hour
             for cells in args.sizes or SYSTEMS[system][4 if args.quick else 3]:
-                atoms = (4 if SYSTEMS[system][0] == "fcc" else 8) * cells**3
+                atoms = _atoms(system, cells)
                 for path in paths:
                     if path in stopped:
                         continue
@@ -488,7 +488,7 @@ def _cross_check(row, rows, force_dir) -> None:
                 (r["system"], r["precision"], r["atoms"]) == (row["system"], row["precision"], row["atoms"])), None)
     if ref is None or row["path"] == "graph":
         return
-    cells = round((row["atoms"] / (4 if SYSTEMS[row["system"]][0] == "fcc" else 8)) ** (1 / 3))
+    cells = round((row["atoms"] / _atoms(row["system"], 1)) ** (1 / 3))
     files = [os.path.join(force_dir, f"{row['system']}-{row['precision']}-{cells}-{path}.npy")
              for path in ("graph", row["path"])]
     if not all(os.path.exists(f) for f in files):  # a kept row measured on another machine: its check stays
@@ -498,8 +498,9 @@ def _cross_check(row, rows, force_dir) -> None:
     row["df_max_vs_graph"] = float(np.abs(forces[1] - forces[0]).max())
 
 
-def _atoms_of(system: str, sizes) -> set:
-    return {(4 if SYSTEMS[system][0] == "fcc" else 8) * cells**3 for cells in sizes}
+def _atoms(system: str, cells: int) -> int:
+    """Atoms in ``cells`` cubic cells per side of ``system`` (4 per fcc cell, 8 per diamond cell)."""
+    return (4 if SYSTEMS[system][0] == "fcc" else 8) * cells**3
 
 
 def _predicted_over(last, atoms, args):

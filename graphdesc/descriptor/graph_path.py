@@ -40,6 +40,8 @@ and the torch shell's eval forces differentiate one chunk at a time.
 
 from __future__ import annotations
 
+import functools
+
 from .. import _backend as B
 from ..graph.container import NeighborGraph
 from ..graph.validate import frame_first_node, validate
@@ -191,13 +193,17 @@ chunk by chunk, so only one chunk's activations are held at a time (peak 0.7-0.8
 MiB/atom instead of 2.7 for 864-atom Cu, fp64)."""
 
 
+def chunk_rows(width: int, attn: int, chunk_elements: int) -> int:
+    """Centers per chunk: the largest temporary, ``(rows, width, max(width, attn))``, holds about
+    ``chunk_elements`` floats (at least one center). Eager's rule, and a package's (:mod:`graphdesc.export.stages`)."""
+    return max(1, chunk_elements // (width * max(width, attn)))
+
+
 def _chunk_sizes(n, width, config: DPA1Config, like) -> list:
     """Chunk sizes over ``n`` centers: ``[n]`` on accelerators, in traced programs and for small ``n``."""
     if B.is_traced(like) or not B.on_cpu(like) or B.is_symbolic_int(n) or B.is_symbolic_int(width):
         return [n]
-    xp = B.namespace(like)
-    row_bytes = width * max(width, config.attn) * xp.finfo(like.dtype).bits // 8
-    chunk = max(1, CHUNK_BYTES // row_bytes)
+    chunk = chunk_rows(width, config.attn, CHUNK_BYTES * 8 // B.namespace(like).finfo(like.dtype).bits)
     if n <= chunk:
         return [n]
     full, rest = divmod(n, chunk)
@@ -264,7 +270,13 @@ class Blocks:
         self.deg = None if static_nnei is not None else deg
         self.row = dst * width + slot  # (E,) row in the (N * width) stacked blocks
         self.row = xp.where(mask, self.row, xp.zeros_like(self.row))
-        self.valid = self.stack(xp.astype(mask, dtype)[:, None])[..., 0] > 0  # (N, width)
+        self._dtype = dtype
+
+    @functools.cached_property
+    def valid(self):
+        """``(N, width)`` bool: the rows that hold a real edge (built when first asked for)."""
+        xp = B.namespace(self.row)
+        return self.stack(xp.astype(self.mask, self._dtype)[:, None])[..., 0] > 0
 
     def stack(self, x):
         """Edge rows ``(E, F)`` -> blocks ``(N, width, F)``; empty rows 0."""

@@ -110,9 +110,9 @@ def _probe_inputs(params):
 def chunk_rows(num_local: int, width: int, attn: int, chunk_elements: int) -> int:
     """Centers per call of the block program: the largest temporary, ``(rows, width,
     max(width, attn))``, holds about ``chunk_elements`` floats; 0 means all ``L`` at once."""
-    if chunk_elements <= 0:
-        return max(num_local, 1)
-    return max(1, chunk_elements // (width * max(width, attn)))
+    from ..descriptor.graph_path import chunk_rows as rows
+
+    return max(num_local, 1) if chunk_elements <= 0 else rows(width, attn, chunk_elements)
 
 
 def run_stages(edges, block, tail, inputs, *, n_grads: int, attn: int, chunk_elements: int):
