@@ -108,6 +108,26 @@ def test_package_chunks_equal_eager(package64, model64, chunk_elements, monkeypa
         assert err <= 1e-12, f"{key}: {err:.3g} with chunks of {rows} centers"
 
 
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), -1e300])
+def test_package_ignores_poisoned_padding(package64, poison, monkeypatch):
+    """Padding edges (edge_mask False) holding nan/inf/huge vectors, spread over centers and chunks, change
+    nothing: the three programs mask them in the edge stage, the block gradients' gather and the assembly."""
+    graph, atype = graph_of(SYSTEMS["ragged_two_frames"]())
+    monkeypatch.setattr(package64, "chunk_elements", 4000)  # several chunks
+    want = run_package(package64, graph, atype)
+    e, pad = graph.num_edges, 37
+    rng = np.random.default_rng(0)
+    index = torch.cat([graph.edge_index, torch.as_tensor(rng.integers(0, len(atype), (2, pad)))], dim=1)
+    vec = torch.cat([graph.edge_vec, torch.full((pad, 3), poison, dtype=torch.float64)])
+    mask = torch.cat([graph.edge_mask, torch.zeros(pad, dtype=torch.bool)])
+    order = torch.as_tensor(rng.permutation(e + pad))
+    got = package64(atype, index[:, order], vec[order], mask[order], graph.n_node)
+    for key in OUTPUTS:
+        assert torch.isfinite(got[key]).all(), key
+        err = (got[key] - want[key]).abs().max().item()
+        assert err <= 1e-12, f"{key}: {err:.3g}"
+
+
 def test_chunk_size_override_is_checked(package64, monkeypatch):
     monkeypatch.setenv("GRAPHDESC_CHUNK_ELEMENTS", "lots")
     with pytest.raises(ValueError, match="GRAPHDESC_CHUNK_ELEMENTS must be an integer >= 0"):
