@@ -139,15 +139,27 @@ def _new_model(train_set, preset: str, *, rcut=None, neuron=None, attn=None, att
 def _train(args) -> int:
     from pathlib import Path
 
-    from .train import Dataset, LossConfig, TrainConfig, emt_dataset, evaluate, fit_statistics, train
+    from .train import CHECKPOINT, Dataset, LossConfig, TrainConfig, emt_dataset, evaluate, fit_statistics, train
+    from .train.distributed import init_from_env, launched_by_torchrun
 
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    type_map = args.type_map.split(",") if args.type_map else None
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc > 1 and not launched_by_torchrun():
+        return _torchrun(args)
     if args.demo == (args.data is not None):
         print("error: give a dataset file or --demo (not both)", file=sys.stderr)
         return 2
-    print(f"graphdesc {__version__} train -> {out}/", flush=True)
+    if args.restart and args.init_model:
+        raise ValueError("--restart continues a run (weights, optimizer, schedule, data order); --init-model starts "
+                         "a new one from weights: give one of them")
+    r = init_from_env()
+    if not r.main:  # rank 0 speaks for the run; errors still reach stderr from every rank
+        sys.stdout = open(os.devnull, "w")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    type_map = args.type_map.split(",") if args.type_map else None
+    ddp = f" on {r.world} processes (DistributedDataParallel, gloo)" if r.parallel else ""
+    print(f"graphdesc {__version__} train -> {out}/{ddp}", flush=True)
     if args.demo:
         print(f"generating the EMT demo dataset ({args.demo_frames} frames of 32-atom fcc Cu/Al-Cu) ...", flush=True)
         data = emt_dataset(args.demo_frames, seed=args.seed)
@@ -158,12 +170,17 @@ def _train(args) -> int:
     else:
         train_set, val_set = data.split(args.val_fraction, seed=args.seed)
     # train on what the files hold (extxyz keeps 8 decimals), so `graphdesc eval` on them agrees to the bit
-    for name, subset in (("train", train_set), ("val", val_set)):
-        subset.write(out / f"{name}.extxyz")
+    if r.main:
+        for name, subset in (("train", train_set), ("val", val_set)):
+            subset.write(out / f"{name}.extxyz")
+    r.barrier()
     train_set, val_set = (Dataset.read(out / f"{name}.extxyz", data.type_map) for name in ("train", "val"))
     print(f"train: {train_set.summary()}\nval:   {val_set.summary()}\n(written to {out}/train.extxyz, "
           f"{out}/val.extxyz)")
-    if args.init_model:
+    if args.restart:
+        model = _load_model(args.restart)
+        print(f"model: {args.restart} (restart: weights, optimizer state, step, schedule and data order)")
+    elif args.init_model:
         model = _load_model(args.init_model)
         print(f"model: {args.init_model} (statistics kept)")
     else:
@@ -177,10 +194,13 @@ def _train(args) -> int:
     loss = LossConfig(*args.pref_e, *args.pref_f, *args.pref_v)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, start_lr=args.lr, stop_lr=args.stop_lr,
                          decay_steps=args.decay_steps, loss=loss, mode=args.mode, max_time=args.max_time,
-                         seed=args.seed)
+                         seed=args.seed, save_every=args.save_every)
     print(f"{n_params} trainable parameters; {config.steps} steps of {config.batch_size} frames, "
           f"lr {config.start_lr:g} -> {config.stop_lr:g}, mode {config.mode}\n", flush=True)
-    history = train(model, train_set, val_set, config, output=out, progress=not args.no_progress)
+    history = train(model, train_set, val_set, config, output=out, progress=not args.no_progress and r.main,
+                    restart=args.restart)
+    if not r.main:
+        return 0
     first, last = history.rows[0]["val"], history.rows[-1]["val"]
     print(f"\n{history.rows[-1]['step']} steps, median {1e3 * history.median_step_seconds:.1f} ms/step "
           f"(first step {history.step_seconds[0]:.1f} s)")
@@ -192,10 +212,28 @@ def _train(args) -> int:
             print(f"validation {c} RMSE: {1e3 * first[c]:.2f} -> {1e3 * last[c]:.2f} {unit} ({change}{weight})")
     best = evaluate(_load_model(out / "best.npz"), val_set)
     print(f"wrote {out}/model.npz (last), {out}/best.npz (best validation, force RMSE "
-          f"{1e3 * best['force']:.2f} meV/A), {out}/history.json")
+          f"{1e3 * best['force']:.2f} meV/A), {out}/{CHECKPOINT} (for --restart), {out}/history.json")
     print(f"next: graphdesc export {out}/best.npz -o {out}/model.pt2 && graphdesc eval {out}/model.pt2 "
           f"{out}/val.extxyz")
     return 0
+
+
+def _torchrun(args) -> int:
+    """``graphdesc train --nproc N ...`` on one machine: the same command under ``torchrun --standalone``."""
+    import subprocess
+
+    argv, skip = [], False
+    for item in args.argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            argv.append(item)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+           "-m", "graphdesc", *argv]
+    print(f"graphdesc train: {args.nproc} processes: {' '.join(cmd[1:])}", flush=True)
+    return subprocess.run(cmd).returncode
 
 
 def _doctor(args) -> int:
@@ -313,7 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-fraction", type=float, default=0.25, help="validation share of the data (default 0.25)")
     tr.add_argument("--index", default=":", help="frames to read, ASE syntax (default ':' = all)")
     tr.add_argument("--type-map", help="comma-separated element per model type (default: elements in the data)")
-    tr.add_argument("--init-model", metavar="MODEL", help="start from this checkpoint (.npz) or DeePMD-kit model")
+    tr.add_argument("--init-model", metavar="MODEL", help="start a new run from these weights: a checkpoint (.npz) "
+                    "or DeePMD-kit model")
+    tr.add_argument("--restart", metavar="CHECKPOINT", help="continue the run that wrote this checkpoint.npz "
+                    "exactly (weights, optimizer, step, schedule, data order, history)")
+    tr.add_argument("--save-every", type=int, metavar="STEPS", help="write checkpoint.npz every STEPS steps "
+                    "(default: at every validation)")
+    tr.add_argument("--nproc", type=int, default=1, help="data-parallel processes on this machine (torchrun "
+                    "--standalone; default 1). For several machines run torchrun yourself")
     tr.add_argument("--preset", choices=sorted(PRESETS), help="architecture (default: small with --demo, else deepmd)")
     tr.add_argument("--rcut", type=float, help="cutoff radius, A (default: the preset's)")
     tr.add_argument("--rcut-smth", type=float, default=0.5, help="switch start, A (default 0.5)")
@@ -383,10 +428,12 @@ def main(argv=None) -> int:
 
     Set ``GRAPHDESC_TRACEBACK=1`` to get the full Python traceback instead.
     """
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, ImportError) as err:
+    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, ImportError, FloatingPointError) as err:
         if os.environ.get("GRAPHDESC_TRACEBACK"):
             raise
         print(f"graphdesc {args.command}: error: {err}", file=sys.stderr)

@@ -192,11 +192,14 @@ class EnergyModel(_ParamTree):
         """Build from a DeePMD-kit energy model dict or file (see :func:`~graphdesc.model.model_from_deepmd`)."""
         return cls(*model_from_deepmd(source))
 
-    def save(self, path, *, extra: dict | None = None):
-        """Write a one-file checkpoint (config, parameters, statistics); returns its path."""
+    def save(self, path, *, extra: dict | None = None, state: dict | None = None):
+        """Write a one-file checkpoint (config, parameters, statistics), atomically; returns its path.
+
+        ``extra`` (JSON) and ``state`` (arrays) are a training checkpoint's
+        additions (see :mod:`graphdesc.model.checkpoint`)."""
         config = dataclasses.replace(
             self.config, descriptor=dataclasses.replace(self.config.descriptor, precision=self._precision()))
-        return save_model(path, config, self.params(), extra=extra)
+        return save_model(path, config, self.params(), extra=extra, state=state)
 
     @classmethod
     def load(cls, path) -> EnergyModel:

@@ -6,6 +6,16 @@ by its dotted name, plus ``__graphdesc__``, a JSON header::
     {"format": "graphdesc-model", "format_version": 1, "graphdesc_version": "...",
      "config": EnergyConfig.to_dict(), "extra": {...}}
 
+A training checkpoint (``checkpoint.npz``, written by the trainer for
+``--restart``) is the same file with the training state beside the model:
+JSON under ``extra["train_state"]`` and arrays (the optimizer's moments)
+named ``__state__/...``. :func:`load_model` leaves those out, so any
+training checkpoint is also a model checkpoint.
+
+Files are written atomically: to a temporary file in the same directory, then
+renamed over the target, so a process killed mid-write leaves the previous
+file intact, never half of a new one.
+
 A file whose ``format_version`` is newer than this library's is refused with
 a message saying so; it is never half-read.
 """
@@ -21,18 +31,46 @@ from .. import _backend as B
 from ..descriptor.params import tree_from_leaves, tree_leaves
 from .config import EnergyConfig
 
-__all__ = ["save_model", "load_model", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "load_state_arrays", "atomic_write", "FORMAT_VERSION"]
 
 FORMAT = "graphdesc-model"
 FORMAT_VERSION = 1
 _HEADER = "__graphdesc__"
+_STATE = "__state__/"
 
 
-def save_model(path, config: EnergyConfig, params: dict, *, extra: dict | None = None) -> Path:
-    """Write ``config`` and ``params`` (any array library) to ``path`` (``.npz`` appended if missing).
+def atomic_write(path, write) -> Path:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    The rename is atomic on POSIX: readers (and a restart after a kill) see the
+    old file or the new one, never a partial write.
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_model(path, config: EnergyConfig, params: dict, *, extra: dict | None = None,
+               state: dict | None = None) -> Path:
+    """Write ``config`` and ``params`` (any array library) to ``path`` (``.npz`` appended if missing), atomically.
 
     Args:
         extra: JSON-able metadata kept beside the model (e.g. training history).
+        state: ``{name: numeric array}`` stored as ``__state__/name`` (a
+            training checkpoint's optimizer state; see :func:`load_state_arrays`).
 
     Returns:
         the path written.
@@ -47,17 +85,17 @@ def save_model(path, config: EnergyConfig, params: dict, *, extra: dict | None =
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "graphdesc_version": __version__,
               "config": config.to_dict(), "extra": extra or {}}
     arrays = {name: np.asarray(B.to_numpy(value)) for name, value in tree_leaves(params)}
-    if _HEADER in arrays:
-        raise ValueError(f"parameter name {_HEADER!r} is reserved")
+    if _HEADER in arrays or any(name.startswith(_STATE) for name in arrays):
+        raise ValueError(f"parameter names {_HEADER!r} and {_STATE!r}... are reserved")
+    arrays.update({_STATE + name: np.asarray(value) for name, value in (state or {}).items()})
     arrays[_HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
-    return path
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def load_model(path):
     """``(config, params, extra)`` from a checkpoint written by :func:`save_model` (numpy params).
+
+    A training checkpoint's state arrays are left out (:func:`load_state_arrays` reads them).
 
     The file is read with ``numpy.load(allow_pickle=False)``: a checkpoint
     never holds pickled data, so nothing in it can run.
@@ -82,7 +120,8 @@ def load_model(path):
                                  f"(no {_HEADER} header)")
             header = json.loads(archive[_HEADER].tobytes().decode())
             _check_header(path, header)
-            leaves = [(name, archive[name]) for name in archive.files if name != _HEADER]
+            leaves = [(name, archive[name]) for name in archive.files
+                      if name != _HEADER and not name.startswith(_STATE)]
     except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: corrupt or truncated model checkpoint ({type(err).__name__}: {err})") from None
     except ValueError as err:
@@ -99,6 +138,17 @@ def load_model(path):
         raise ValueError(f"{path}: the checkpoint's config is invalid: {err}") from None
     _check_leaves(path, config, leaves)
     return config, tree_from_leaves(leaves), header.get("extra", {})
+
+
+def load_state_arrays(path) -> dict:
+    """``{name: array}`` of the ``state`` a training checkpoint was saved with (empty for a plain model
+    checkpoint); call after :func:`load_model` has checked the file."""
+    with np.load(Path(path), allow_pickle=False) as archive:
+        state = {name[len(_STATE):]: archive[name] for name in archive.files if name.startswith(_STATE)}
+    for name, value in state.items():
+        if value.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: corrupt training checkpoint: state {name!r} holds {value.dtype}, not numbers")
+    return state
 
 
 def _check_leaves(path: Path, config: EnergyConfig, leaves) -> None:

@@ -7,15 +7,16 @@ from .batch import Batch, GraphCache, iterate_batches
 from .compiled import MODES, TrainingForward, strip_saved_output_detach, trace_training_forward
 from .data import Dataset, Frame
 from .emt import emt_dataset
-from .loss import COMPONENTS, LossConfig, Metrics, loss_terms
+from .loss import COMPONENTS, LossConfig, Metrics, label_counts, loss_terms
 from .schedule import ExpDecay
-from .trainer import History, TrainConfig, evaluate, fit_statistics, match_type_map, train
+from .trainer import CHECKPOINT, History, TrainConfig, TrainingDiverged, evaluate, fit_statistics, match_type_map, train
 
 __all__ = [
     "Frame", "Dataset", "emt_dataset",
     "Batch", "GraphCache", "iterate_batches",
-    "LossConfig", "loss_terms", "Metrics", "COMPONENTS",
+    "LossConfig", "loss_terms", "label_counts", "Metrics", "COMPONENTS",
     "ExpDecay",
     "MODES", "TrainingForward", "trace_training_forward", "strip_saved_output_detach",
-    "TrainConfig", "History", "train", "evaluate", "fit_statistics", "match_type_map",
+    "TrainConfig", "History", "train", "evaluate", "fit_statistics", "match_type_map", "TrainingDiverged",
+    "CHECKPOINT",
 ]

@@ -95,10 +95,11 @@ class GraphCache:
                      force=force, virial=virial, virial_mask=mask)
 
 
-def iterate_batches(cache: GraphCache, batch_size: int, *, shuffle: bool = False, rng=None, dtype=torch.float64,
-                    device="cpu"):
-    """One pass over the dataset in batches of ``batch_size`` frames (the last may be smaller)."""
-    order = np.arange(len(cache.dataset))
+def iterate_batches(cache: GraphCache, batch_size: int, *, shuffle: bool = False, rng=None, indices=None,
+                    dtype=torch.float64, device="cpu"):
+    """One pass over the dataset (or the frames ``indices``) in batches of ``batch_size`` frames
+    (the last may be smaller)."""
+    order = np.arange(len(cache.dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
     if shuffle:
         order = (rng or np.random.default_rng()).permutation(order)
     for start in range(0, len(order), batch_size):
