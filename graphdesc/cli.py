@@ -107,10 +107,14 @@ def _ints(text):
     return tuple(int(v) for v in text.split(","))
 
 
-def _read_dataset(args, type_map):
+def _read_dataset(sources, type_map, index=":"):
+    """A Dataset from one ASE-readable file, or from DeePMD-kit systems (directories, HDF5, globs, lists)."""
     from .train import Dataset
+    from .train.deepmd_data import is_systems_source, read_systems
 
-    return Dataset.read(args.data, type_map, index=args.index)
+    if is_systems_source(sources):
+        return read_systems(sources, type_map)
+    return Dataset.read(sources[0], type_map, index=index)
 
 
 def _new_model(train_set, preset: str, *, rcut=None, neuron=None, attn=None, attn_layer=None, fitting=None,
@@ -137,17 +141,16 @@ def _new_model(train_set, preset: str, *, rcut=None, neuron=None, attn=None, att
 
 
 def _train(args) -> int:
-    from pathlib import Path
-
-    from .train import CHECKPOINT, Dataset, LossConfig, TrainConfig, emt_dataset, evaluate, fit_statistics, train
+    from .train import CHECKPOINT, evaluate, train
     from .train.distributed import init_from_env, launched_by_torchrun
 
     if args.nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc > 1 and not launched_by_torchrun():
         return _torchrun(args)
-    if args.demo == (args.data is not None):
-        print("error: give a dataset file or --demo (not both)", file=sys.stderr)
+    if args.demo == bool(args.data):
+        print("error: give training data (a file, DeePMD-kit systems or an input.json) or --demo, not both",
+              file=sys.stderr)
         return 2
     if args.restart and args.init_model:
         raise ValueError("--restart continues a run (weights, optimizer, schedule, data order); --init-model starts "
@@ -155,67 +158,143 @@ def _train(args) -> int:
     r = init_from_env()
     if not r.main:  # rank 0 speaks for the run; errors still reach stderr from every rank
         sys.stdout = open(os.devnull, "w")
+    ddp = f" on {r.world} processes (DistributedDataParallel, gloo)" if r.parallel else ""
+    print(f"graphdesc {__version__} train -> {args.output}/{ddp}", flush=True)
+    deepmd_input = len(args.data) == 1 and args.data[0].endswith(".json")
+    prepare = _from_deepmd_input if deepmd_input else _from_flags
+    model, train_set, val_set, config, curve_file, eval_hint = prepare(args, r)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"{n_params} trainable parameters; {config.steps} steps of {config.batch_size} frames, "
+          f"lr {config.start_lr:g} -> {config.stop_lr:g}, mode {config.mode}"
+          f"{', ' + str(r.world) + ' processes' if r.parallel else ''}\n", flush=True)
+    out = args.output
+    history = train(model, train_set, val_set, config, output=out, progress=not args.no_progress and r.main,
+                    restart=args.restart, curve_file=curve_file)
+    if not r.main:
+        return 0
+    print(f"\n{history.rows[-1]['step']} steps, median {1e3 * history.median_step_seconds:.1f} ms/step "
+          f"(first step {history.step_seconds[0]:.1f} s)")
+    first, last = history.rows[0].get("val"), history.rows[-1].get("val")
+    for c, unit in (("energy", "meV/atom"), ("force", "meV/A"), ("virial", "meV/atom")):
+        if first is not None and first[c] is not None:
+            ratio = first[c] / last[c]
+            change = f"{ratio:.1f}x lower" if ratio >= 1 else f"{1 / ratio:.1f}x higher"
+            weight = "" if config.loss.uses(c) else ", not in the loss"
+            print(f"validation {c} RMSE: {1e3 * first[c]:.2f} -> {1e3 * last[c]:.2f} {unit} ({change}{weight})")
+    best = f"{out}/best.npz (best validation"
+    if val_set is not None and val_set.has_forces:
+        best += f", force RMSE {1e3 * evaluate(_load_model(f'{out}/best.npz'), val_set)['force']:.2f} meV/A"
+    print(f"wrote {out}/model.npz (last), {best}), {out}/{CHECKPOINT} (for --restart), {out}/history.json, "
+          f"{out}/{curve_file}")
+    print(f"next: graphdesc export {out}/best.npz -o {out}/model.pt2{eval_hint}")
+    return 0
+
+
+def _from_flags(args, r):
+    """Model, data and settings from the command line's flags (ASE files, DeePMD-kit systems or the demo)."""
+    from pathlib import Path
+
+    from .train import Dataset, LossConfig, TrainConfig, emt_dataset, fit_statistics
+    from .train.deepmd_data import is_systems_source
+
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     type_map = args.type_map.split(",") if args.type_map else None
-    ddp = f" on {r.world} processes (DistributedDataParallel, gloo)" if r.parallel else ""
-    print(f"graphdesc {__version__} train -> {out}/{ddp}", flush=True)
+    systems = not args.demo and is_systems_source(args.data)
     if args.demo:
         print(f"generating the EMT demo dataset ({args.demo_frames} frames of 32-atom fcc Cu/Al-Cu) ...", flush=True)
         data = emt_dataset(args.demo_frames, seed=args.seed)
     else:
-        data = _read_dataset(args, type_map)
+        data = _read_dataset(args.data, type_map, args.index)
     if args.val:
-        train_set, val_set = data, Dataset.read(args.val, data.type_map, index=args.index)
+        train_set, val_set = data, _read_dataset([args.val], data.type_map, args.index)
     else:
         train_set, val_set = data.split(args.val_fraction, seed=args.seed)
-    # train on what the files hold (extxyz keeps 8 decimals), so `graphdesc eval` on them agrees to the bit
-    if r.main:
-        for name, subset in (("train", train_set), ("val", val_set)):
-            subset.write(out / f"{name}.extxyz")
-    r.barrier()
-    train_set, val_set = (Dataset.read(out / f"{name}.extxyz", data.type_map) for name in ("train", "val"))
-    print(f"train: {train_set.summary()}\nval:   {val_set.summary()}\n(written to {out}/train.extxyz, "
-          f"{out}/val.extxyz)")
-    if args.restart:
-        model = _load_model(args.restart)
-        print(f"model: {args.restart} (restart: weights, optimizer state, step, schedule and data order)")
-    elif args.init_model:
-        model = _load_model(args.init_model)
-        print(f"model: {args.init_model} (statistics kept)")
-    else:
+    eval_hint = ""
+    if not systems:  # train on what the files hold (extxyz keeps 8 decimals): `graphdesc eval` agrees to the bit
+        if r.main:
+            for name, subset in (("train", train_set), ("val", val_set)):
+                subset.write(out / f"{name}.extxyz")
+        r.barrier()
+        train_set, val_set = (Dataset.read(out / f"{name}.extxyz", data.type_map) for name in ("train", "val"))
+        eval_hint = f" && graphdesc eval {out}/model.pt2 {out}/val.extxyz"
+    print(f"train: {train_set.summary()}\nval:   {val_set.summary()}"
+          + (f"\n(written to {out}/train.extxyz, {out}/val.extxyz)" if not systems else ""))
+    model = _start_model(args)
+    if model is None:
         model, max_deg = _new_model(train_set, args.preset or ("small" if args.demo else "deepmd"), rcut=args.rcut,
                                     neuron=args.neuron, attn=args.attn, attn_layer=args.attn_layer,
                                     fitting=args.fitting, sel=args.sel, rcut_smth=args.rcut_smth,
                                     precision=args.precision, seed=args.seed)
         fit_statistics(model, train_set)
         print(f"model: new, {model.extra_repr()}  (max neighbors in the data: {max_deg})")
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     loss = LossConfig(*args.pref_e, *args.pref_f, *args.pref_v)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, start_lr=args.lr, stop_lr=args.stop_lr,
                          decay_steps=args.decay_steps, loss=loss, mode=args.mode, max_time=args.max_time,
                          seed=args.seed, save_every=args.save_every)
-    print(f"{n_params} trainable parameters; {config.steps} steps of {config.batch_size} frames, "
-          f"lr {config.start_lr:g} -> {config.stop_lr:g}, mode {config.mode}\n", flush=True)
-    history = train(model, train_set, val_set, config, output=out, progress=not args.no_progress and r.main,
-                    restart=args.restart)
-    if not r.main:
-        return 0
-    first, last = history.rows[0]["val"], history.rows[-1]["val"]
-    print(f"\n{history.rows[-1]['step']} steps, median {1e3 * history.median_step_seconds:.1f} ms/step "
-          f"(first step {history.step_seconds[0]:.1f} s)")
-    for c, unit in (("energy", "meV/atom"), ("force", "meV/A"), ("virial", "meV/atom")):
-        if first[c] is not None:
-            ratio = first[c] / last[c]
-            change = f"{ratio:.1f}x lower" if ratio >= 1 else f"{1 / ratio:.1f}x higher"
-            weight = "" if loss.uses(c) else ", not in the loss"
-            print(f"validation {c} RMSE: {1e3 * first[c]:.2f} -> {1e3 * last[c]:.2f} {unit} ({change}{weight})")
-    best = evaluate(_load_model(out / "best.npz"), val_set)
-    print(f"wrote {out}/model.npz (last), {out}/best.npz (best validation, force RMSE "
-          f"{1e3 * best['force']:.2f} meV/A), {out}/{CHECKPOINT} (for --restart), {out}/history.json")
-    print(f"next: graphdesc export {out}/best.npz -o {out}/model.pt2 && graphdesc eval {out}/model.pt2 "
-          f"{out}/val.extxyz")
-    return 0
+    return model, train_set, val_set, config, "lcurve.out", eval_hint
+
+
+def _start_model(args):
+    """The model of --restart or --init-model, or None for a new one."""
+    if args.restart:
+        print(f"model: {args.restart} (restart: weights, optimizer state, step, schedule and data order)")
+        return _load_model(args.restart)
+    if args.init_model:
+        print(f"model: {args.init_model} (statistics kept)")
+        return _load_model(args.init_model)
+    return None
+
+
+#: Flags that a DeePMD-kit input.json sets itself (refused beside one).
+_INPUT_SETS = ("demo", "val", "val_fraction", "index", "type_map", "preset", "rcut", "rcut_smth", "sel", "neuron",
+               "attn", "attn_layer", "fitting", "precision", "steps", "batch_size", "lr", "stop_lr", "decay_steps",
+               "pref_e", "pref_f", "pref_v", "seed", "save_every")
+
+
+def _from_deepmd_input(args, r):
+    """Model, data and settings from a DeePMD-kit input.json (see graphdesc.train.deepmd_input)."""
+    import math
+
+    from .descriptor import DPA1Config
+    from .model import EnergyConfig
+    from .torch import EnergyModel
+    from .train import GraphCache, TrainConfig, fit_statistics
+    from .train.deepmd_data import read_systems
+    from .train.deepmd_input import auto_batch_size, read_input
+
+    defaults = build_parser().parse_args(["train", "x"])
+    given = [k for k in _INPUT_SETS if getattr(args, k) != getattr(defaults, k)]
+    if given:
+        raise ValueError(f"{args.data[0]} sets the run; the flags {['--' + k.replace('_', '-') for k in given]} "
+                         "cannot change it (edit the input file)")
+    inp = read_input(args.data[0])
+    if r.parallel and inp.scale_by_worker != "none":
+        raise ValueError(f"{args.data[0]}: learning_rate.scale_by_worker is {inp.scale_by_worker!r}, but graphdesc "
+                         "keeps one global batch and learning rate whatever the process count: set it to 'none' "
+                         "to train on several processes")
+    train_set = read_systems(inp.training_systems, inp.type_map)
+    val_set = read_systems(inp.validation_systems, inp.type_map) if inp.validation_systems else None
+    batch_size = auto_batch_size(inp.train["batch_size"], [f.natoms for f in train_set.frames])
+    val_batch = 8
+    if val_set is not None:
+        val_batch = auto_batch_size(inp.val_batch_size, [f.natoms for f in val_set.frames])
+        val_set = val_set[:inp.numb_btch * val_batch]
+    print(f"input: {args.data[0]} (DeePMD-kit)\ntrain: {train_set.summary()}\n"
+          f"val:   {val_set.summary() if val_set is not None else 'none (no validation_data)'}")
+    model = _start_model(args)
+    if model is None:
+        sel = inp.sel
+        if not isinstance(sel, int):
+            max_deg = GraphCache(train_set, inp.descriptor["rcut"]).max_degree()
+            sel = max(4, 4 * math.ceil(sel[1] * max_deg / 4))
+        config = EnergyConfig(DPA1Config(sel=sel, **inp.descriptor), **inp.fitting)
+        model = EnergyModel(config, seed=inp.seed)
+        fit_statistics(model, train_set, max_frames=inp.stat_batches * batch_size)
+        print(f"model: new, {model.extra_repr()}")
+    config = TrainConfig(**{**inp.train, "batch_size": batch_size}, mode=args.mode, max_time=args.max_time,
+                         val_batch_size=val_batch)
+    return model, train_set, val_set, config, inp.disp_file, ""
 
 
 def _torchrun(args) -> int:
@@ -244,7 +323,7 @@ def _doctor(args) -> int:
 
     print(f"graphdesc {__version__} doctor: gradient flow per loss component and execution mode", flush=True)
     if args.data:
-        data = _read_dataset(args, args.type_map.split(",") if args.type_map else None)
+        data = _read_dataset([args.data], args.type_map.split(",") if args.type_map else None, args.index)
     else:
         data = emt_dataset(8, seed=args.seed)
     if args.model:
@@ -343,11 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train an energy model on energies, forces and virials",
                         description="Train a DPA1 energy model (Adam, exponential learning-rate decay, DeePMD-style "
                                     "loss prefactors) on an ASE-readable dataset or the built-in EMT demo data.")
-    tr.add_argument("data", nargs="?", help="training data, any file ase.io.read reads (extxyz, OUTCAR, ...)")
+    tr.add_argument("data", nargs="*", help="training data: a file ase.io.read reads (extxyz, OUTCAR, ...); DeePMD-kit "
+                    "systems (directories, .h5 files, globs; several allowed); or a DeePMD-kit input.json")
     tr.add_argument("--demo", action="store_true", help="train on the built-in EMT Cu/Al-Cu demo dataset")
     tr.add_argument("--demo-frames", type=int, default=192, help="frames of demo data (default 192)")
     tr.add_argument("-o", "--output", default="runs/train", help="output directory (default runs/train)")
-    tr.add_argument("--val", help="validation data file (default: --val-fraction of the data)")
+    tr.add_argument("--val", help="validation data: a file or DeePMD-kit systems (default: --val-fraction of the data)")
     tr.add_argument("--val-fraction", type=float, default=0.25, help="validation share of the data (default 0.25)")
     tr.add_argument("--index", default=":", help="frames to read, ASE syntax (default ':' = all)")
     tr.add_argument("--type-map", help="comma-separated element per model type (default: elements in the data)")

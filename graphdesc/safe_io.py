@@ -150,6 +150,51 @@ _BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
 szip, nbit, scaleoffset, and LZF (built into h5py)."""
 
 
+def open_hdf5(path, what: str = "HDF5 file"):
+    """``h5py.File(path, "r")``, with errors that name ``path`` and ``what`` it should be."""
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError(f"reading a {what} needs h5py: pip install h5py") from None
+    try:
+        return h5py.File(Path(path), "r")
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable {what}, or truncated: {err}") from None
+
+
+def hdf5_array(group, name: str, path, *, text: bool = False) -> np.ndarray:
+    """The array stored at ``group[name]``, read only if it is plain data inside the file.
+
+    Raises:
+        UnsafeFileError: a soft or external link, external storage, a virtual
+            dataset, or a filter HDF5 would load as a plugin.
+        ValueError: not a dataset, or not numbers (byte strings too with ``text``).
+    """
+    import h5py
+
+    link = group.get(name, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        raise UnsafeFileError(f"{path}: refused to load: {name!r} is a {type(link).__name__}, "
+                              "not data stored in the file")
+    d = group[name]
+    if not isinstance(d, h5py.Dataset):
+        raise ValueError(f"{path}: {name!r} is not a dataset")
+    if d.external or d.is_virtual:
+        raise UnsafeFileError(f"{path}: refused to load: dataset {name!r} reads storage outside the file")
+    plist = d.id.get_create_plist()
+    for k in range(plist.get_nfilters()):
+        code = plist.get_filter(k)[0]
+        if code not in _BUILTIN_FILTERS:
+            raise UnsafeFileError(f"{path}: refused to load: dataset {name!r} uses HDF5 filter {code}, "
+                                  "which HDF5 would load as a plugin library")
+    if d.dtype.kind not in ("biufS" if text else "biuf"):
+        raise ValueError(f"{path}: dataset {name!r} holds {d.dtype}, not {'text or ' if text else ''}numbers")
+    try:
+        return np.asarray(d[()]).copy()
+    except OSError as err:  # a truncated dataset
+        raise ValueError(f"{path}: corrupt or truncated HDF5 data in {name!r}: {err}") from None
+
+
 def load_hdf5_model(path, decode):
     """A DeePMD-kit ``.dp`` file: ``decode(header, dataset)`` on its JSON header.
 
@@ -164,16 +209,8 @@ def load_hdf5_model(path, decode):
             a soft or external link, or a filter that HDF5 would load as a plugin.
         ValueError: not HDF5, no ``json`` attribute, or a non-numeric dataset.
     """
-    try:
-        import h5py
-    except ImportError:
-        raise ImportError("reading a .dp model needs h5py: pip install h5py") from None
     path = Path(path)
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable HDF5 (.dp) file, or truncated: {err}") from None
-    with handle as f:
+    with open_hdf5(path, "HDF5 (.dp) file") as f:
         if "json" not in f.attrs:
             raise ValueError(f"{path}: not a DeePMD-kit .dp model (no 'json' attribute)")
         raw = f.attrs["json"]
@@ -185,24 +222,7 @@ def load_hdf5_model(path, decode):
         def dataset(name):
             if not isinstance(name, str) or name not in f:
                 raise ValueError(f"{path}: the model refers to a dataset {name!r} the file does not hold")
-            link = f.get(name, getlink=True)
-            if not isinstance(link, h5py.HardLink):
-                raise UnsafeFileError(f"{path}: refused to load: {name!r} is a {type(link).__name__}, "
-                                      "not data stored in the file")
-            d = f[name]
-            if not isinstance(d, h5py.Dataset):
-                raise ValueError(f"{path}: {name!r} is not a dataset")
-            if d.external or d.is_virtual:
-                raise UnsafeFileError(f"{path}: refused to load: dataset {name!r} reads storage outside the file")
-            plist = d.id.get_create_plist()
-            for k in range(plist.get_nfilters()):
-                code = plist.get_filter(k)[0]
-                if code not in _BUILTIN_FILTERS:
-                    raise UnsafeFileError(f"{path}: refused to load: dataset {name!r} uses HDF5 filter {code}, "
-                                          "which HDF5 would load as a plugin library")
-            if d.dtype.kind not in "biuf":
-                raise ValueError(f"{path}: dataset {name!r} holds {d.dtype}, not numbers")
-            return np.asarray(d[()]).copy()
+            return hdf5_array(f, name, path)
 
         try:
             return decode(header, dataset)

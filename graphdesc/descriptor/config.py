@@ -15,7 +15,12 @@ ACTIVATIONS = ("tanh", "relu", "relu6", "softplus", "sigmoid", "gelu", "gelu_tf"
 
 @dataclass(frozen=True)
 class DPA1Config:
-    """Hyperparameters of DPA1, with DeePMD-kit 3.2's names and defaults.
+    """Hyperparameters of DPA1, with DeePMD-kit 3.2's names and the defaults of its ``DescrptDPA1`` class.
+
+    These are the Python class's defaults, which are not those of a DeePMD-kit
+    *input file* (``input.json``: e.g. ``axis_neuron 4``, ``neuron [10, 20, 40]``,
+    ``smooth_type_embedding false``, ``set_davg_zero true``); reading an input
+    file applies the latter (:mod:`graphdesc.train.deepmd_input`).
 
     Frozen and hashable (list arguments are stored as tuples), so it can be a
     static argument of ``jax.jit``. Every value is checked on construction;

@@ -1,6 +1,10 @@
 """Training DPA1 energy models: data, losses, the training loop, compiled training and the gradient doctor.
 
-Needs torch, ASE (data files, the EMT demo data) and tqdm: ``pip install graphdesc[train]``.
+Data come from ASE-readable files or DeePMD-kit systems (:mod:`.deepmd_data`), settings from Python, the
+command line or a DeePMD-kit input.json (:mod:`.deepmd_input`); runs restart exactly from their checkpoint
+and scale over processes with torch's DistributedDataParallel (:mod:`.distributed`).
+
+Needs torch, ASE (data files, the EMT demo data), tqdm and h5py: ``pip install graphdesc[train]``.
 """
 
 from .batch import Batch, GraphCache, iterate_batches

@@ -225,18 +225,10 @@ def _frame(k, atoms, atype) -> Frame:
     from ase.calculators.calculator import PropertyNotImplementedError
     from ase.stress import voigt_6_to_full_3x3_stress
 
-    n = len(atoms)
-    if n == 0:
-        raise ValueError(f"frame {k} has no atoms (per-atom losses divide by the atom count)")
-    positions = np.asarray(atoms.positions, dtype=np.float64)
-    if not np.isfinite(positions).all():
-        raise ValueError(f"frame {k} has NaN or inf positions")
     pbc = tuple(bool(p) for p in atoms.pbc)
     cell = np.asarray(atoms.cell, dtype=np.float64)
-    if any(pbc) and abs(np.linalg.det(cell)) < 1e-12:
-        raise ValueError(f"frame {k} is periodic but its cell is degenerate")
-    cell = cell if any(pbc) or abs(np.linalg.det(cell)) > 1e-12 else None
-    check_min_distance(positions, cell=cell, pbc=pbc, name=f"frame {k}")
+    if not any(pbc) and abs(np.linalg.det(cell)) <= 1e-12:
+        cell = None
 
     def label(getter, fallback):
         if atoms.calc is not None:
@@ -249,12 +241,7 @@ def _frame(k, atoms, atype) -> Frame:
     energy = label(atoms.get_potential_energy, lambda: atoms.info.get("energy"))
     if energy is None:
         raise ValueError(f"frame {k} has no energy (no calculator result and no info['energy'])")
-    energy = float(energy)
     forces = label(atoms.get_forces, lambda: atoms.arrays.get("forces"))
-    if forces is not None:
-        forces = np.asarray(forces, dtype=np.float64)
-        if forces.shape != (n, 3):
-            raise ValueError(f"frame {k}: forces must have shape ({n}, 3), got {forces.shape}")
     virial = None
     if "virial" in atoms.info:
         virial = np.asarray(atoms.info["virial"], dtype=np.float64).reshape(3, 3)
@@ -264,7 +251,37 @@ def _frame(k, atoms, atype) -> Frame:
             stress = np.asarray(stress, dtype=np.float64)
             stress = voigt_6_to_full_3x3_stress(stress) if stress.shape == (6,) else stress.reshape(3, 3)
             virial = -stress * atoms.get_volume()
-    for name, value in (("energy", energy), ("forces", forces), ("virial", virial)):
+    return checked_frame(f"frame {k}", atoms.positions, atype, cell, pbc, energy, forces, virial)
+
+
+def checked_frame(name: str, positions, atype, cell, pbc, energy, forces=None, virial=None) -> Frame:
+    """A :class:`Frame`, after the checks every reader applies; errors start with ``name``.
+
+    Refused: no atoms, NaN/inf positions or labels, a degenerate periodic cell,
+    atoms closer than :data:`graphdesc.graph.MIN_DISTANCE`, labels of the wrong shape.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    n = len(positions)
+    if n == 0:
+        raise ValueError(f"{name} has no atoms (per-atom losses divide by the atom count)")
+    if not np.isfinite(positions).all():
+        raise ValueError(f"{name} has NaN or inf positions")
+    pbc = tuple(bool(p) for p in pbc)
+    if cell is not None:
+        cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+        if any(pbc) and abs(np.linalg.det(cell)) < 1e-12:
+            raise ValueError(f"{name} is periodic but its cell is degenerate")
+    elif any(pbc):
+        raise ValueError(f"{name} is periodic but has no cell")
+    check_min_distance(positions, cell=cell, pbc=pbc, name=name)
+    energy = float(energy)
+    if forces is not None:
+        forces = np.asarray(forces, dtype=np.float64)
+        if forces.shape != (n, 3):
+            raise ValueError(f"{name}: forces must have shape ({n}, 3), got {forces.shape}")
+    if virial is not None:
+        virial = np.asarray(virial, dtype=np.float64).reshape(3, 3)
+    for label, value in (("energy", energy), ("forces", forces), ("virial", virial)):
         if value is not None and not np.isfinite(value).all():
-            raise ValueError(f"frame {k} has a non-finite {name} label")
-    return Frame(positions, atype, cell, pbc, energy, forces, virial)
+            raise ValueError(f"{name} has a non-finite {label} label")
+    return Frame(positions, np.asarray(atype, dtype=np.int64), cell, pbc, energy, forces, virial)

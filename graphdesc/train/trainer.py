@@ -181,7 +181,7 @@ def _metrics(model, cache: GraphCache, indices, batch_size: int) -> Metrics:
 
 
 def train(model, train_set: Dataset, val_set: Dataset | None = None, config: TrainConfig | None = None, *,
-          output=None, progress: bool = True, log=None, restart=None) -> History:
+          output=None, progress: bool = True, log=None, restart=None, curve_file: str = "lcurve.out") -> History:
     """Train ``model`` (an :class:`~graphdesc.torch.EnergyModel`) in place; returns the :class:`History`.
 
     Args:
@@ -190,8 +190,8 @@ def train(model, train_set: Dataset, val_set: Dataset | None = None, config: Tra
         val_set: validation frames (default: none, no validation rows but the
             training loss).
         config: :class:`TrainConfig` (default settings if None).
-        output: directory for ``model.npz``, ``best.npz``, ``checkpoint.npz``
-            and ``history.json``; None writes nothing.
+        output: directory for ``model.npz``, ``best.npz``, ``checkpoint.npz``,
+            ``history.json`` and the learning curve; None writes nothing.
         progress: show a progress bar (tqdm).
         log: ``callable(str)`` for the validation lines; default prints
             through the progress bar.
@@ -199,6 +199,8 @@ def train(model, train_set: Dataset, val_set: Dataset | None = None, config: Tra
             (weights, optimizer moments, step, learning-rate position,
             data order and history are restored; the run's settings that
             shape the result must equal ``config``'s).
+        curve_file: name of the learning-curve table in ``output`` (DeePMD-kit's
+            ``disp_file``): one line per validation, step, RMSEs, lr, training loss.
 
     Under ``torch.distributed`` (started by ``torchrun``; see
     :mod:`graphdesc.train.distributed`) the model is wrapped in
@@ -281,6 +283,8 @@ def train(model, train_set: Dataset, val_set: Dataset | None = None, config: Tra
                 model.save(out_dir / "best.npz", extra=extra)
             text = json.dumps(history.to_dict(), indent=1).encode()
             atomic_write(out_dir / "history.json", lambda fh: fh.write(text))
+            curve = _curve(history.rows).encode()
+            atomic_write(out_dir / curve_file, lambda fh: fh.write(curve))
         save_checkpoint()
 
     if restart is None:
@@ -505,6 +509,18 @@ def _checked(model, dataset, loss: LossConfig, name: str) -> Dataset:
 def _dtype_device(model):
     first = next(model.buffers())
     return first.dtype, first.device
+
+
+def _curve(rows) -> str:
+    """The learning curve as a whitespace table (DeePMD-kit's ``lcurve.out`` spirit; SI-ish units: eV, A)."""
+    lines = [f"# {'step':>8} {'rmse_e_val':>12} {'rmse_f_val':>12} {'rmse_v_val':>12} {'lr':>10} {'train_loss':>12}"
+             "   (eV/atom, eV/A, eV/atom)"]
+    for row in rows:
+        val = row.get("val") or {}
+        cells = [f"{val[c]:12.6e}" if val.get(c) is not None else f"{'nan':>12}" for c in COMPONENTS]
+        loss = f"{row['train_loss']:12.6e}" if row["train_loss"] is not None else f"{'nan':>12}"
+        lines.append(f"  {row['step']:8d} {' '.join(cells)} {row['lr']:10.3e} {loss}")
+    return "\n".join(lines) + "\n"
 
 
 def _header(with_val: bool) -> str:
