@@ -155,14 +155,17 @@ def _train(args) -> int:
     if args.restart and args.init_model:
         raise ValueError("--restart continues a run (weights, optimizer, schedule, data order); --init-model starts "
                          "a new one from weights: give one of them")
-    r = init_from_env()
+    r = init_from_env(args.device)
     if not r.main:  # rank 0 speaks for the run; errors still reach stderr from every rank
         sys.stdout = open(os.devnull, "w")
-    ddp = f" on {r.world} processes (DistributedDataParallel, gloo)" if r.parallel else ""
+    backend = "nccl" if args.device.startswith("cuda") else "gloo"
+    ddp = f" on {r.world} processes (DistributedDataParallel, {backend})" if r.parallel else ""
     print(f"graphdesc {__version__} train -> {args.output}/{ddp}", flush=True)
     deepmd_input = len(args.data) == 1 and args.data[0].endswith(".json")
     prepare = _from_deepmd_input if deepmd_input else _from_flags
     model, train_set, val_set, config, curve_file, eval_hint = prepare(args, r)
+    if args.device != "cpu":  # one GPU per rank: torchrun's LOCAL_RANK picks it
+        model.to(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if args.device == "cuda" else args.device)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"{n_params} trainable parameters; {config.steps} steps of {config.batch_size} frames, "
           f"lr {config.start_lr:g} -> {config.stop_lr:g}, mode {config.mode}"
@@ -437,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "exactly (weights, optimizer, step, schedule, data order, history)")
     tr.add_argument("--save-every", type=int, metavar="STEPS", help="write checkpoint.npz every STEPS steps "
                     "(default: at every validation)")
+    tr.add_argument("--device", default="cpu", help="cpu or cuda (default cpu); under DDP each rank takes the GPU "
+                    "of its LOCAL_RANK and the processes talk over NCCL")
     tr.add_argument("--nproc", type=int, default=1, help="data-parallel processes on this machine (torchrun "
                     "--standalone; default 1). For several machines run torchrun yourself")
     tr.add_argument("--preset", choices=sorted(PRESETS), help="architecture (default: small with --demo, else deepmd)")

@@ -113,3 +113,31 @@ def test_ghost_benchmark_quick_run(tmp_path):
     assert len(rows) == 1 and rows[0]["atoms"] == 32 and rows[0]["ghosts"] > 32
     assert rows[0]["energy_diff_ghosts"] < 1e-12 < rows[0]["energy_diff_edgeless"]
     assert "| eager | 32 |" in (tmp_path / "ghosts.md").read_text()
+
+
+def test_ddp_training_benchmark_quick_run(tmp_path):
+    """bench_train_ddp with tiny runs: the three configurations run (1 process on every core, on one core,
+    2 processes) and the table and JSON are written with their step times."""
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train_ddp.py"), "--steps", "4",
+                          "--repeats", "1", "--batch-sizes", "2", "--frames", "12", "--into", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    table = json.loads((tmp_path / "train_ddp.json").read_text())["table"]
+    assert [(r["nproc"], r["batch"]) for r in table] == [(1, 2), (1, 2), (2, 2)]
+    assert all(r["step_ms"] > 0 for r in table) and table[0]["speedup_vs_1proc_all_cores"] == 1.0
+    assert "| 2 (64) | 2 x" in (tmp_path / "train_ddp.md").read_text()
+
+
+def test_deepmd_training_comparison_quick_run(tmp_path):
+    """bench_train_deepmd for 4 steps: graphdesc and DeePMD-kit's own trainer both train the one input.json and
+    their learning curves are tabulated side by side."""
+    pytest.importorskip("deepmd", reason="deepmd-kit is in graphdesc[bench]")
+    pytest.importorskip("matplotlib", reason="matplotlib is in graphdesc[bench]")
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train_deepmd.py"), "--steps", "4",
+                          "--seeds", "1", "--disp", "2", "--into", str(tmp_path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    result = json.loads((tmp_path / "train_deepmd.json").read_text())
+    assert [row["step"] for row in result["table"]] == [2, 4]
+    for code in ("graphdesc", "deepmd"):
+        assert all(np.isfinite(result["runs"][code][0][c]).all() for c in ("energy", "force", "virial"))
+    assert (tmp_path / "train_deepmd.png").stat().st_size > 0

@@ -292,3 +292,12 @@ def test_compiled_modes_refused_under_ddp(split, monkeypatch):
     train_set, val_set = split
     with pytest.raises(ValueError, match=r"mode 'traced' does not run under DistributedDataParallel \(2 processes\)"):
         train(_model(train_set), train_set, val_set, TrainConfig(steps=2, mode="traced"), progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here): --device cuda training")
+def test_cuda_training_equals_cpu(tmp_path):
+    """``graphdesc train --device cuda`` follows the CPU run (float64, 6 steps) to 1e-10."""
+    short = ["--steps", "6", "--save-every", "3"]
+    _cli(tmp_path / "cpu", *short)
+    _cli(tmp_path / "cuda", *short, "--device", "cuda")
+    assert _max_diff(_checkpoint(tmp_path / "cpu")[0], _checkpoint(tmp_path / "cuda")[0]) < 1e-10

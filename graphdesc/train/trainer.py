@@ -256,8 +256,10 @@ def train(model, train_set: Dataset, val_set: Dataset | None = None, config: Tra
     t_start = time.perf_counter() - run.elapsed
 
     def save_checkpoint():
+        if output is None:
+            return
+        run.elapsed, run.saved_step = time.perf_counter() - t_start, run.step  # every rank knows what rank 0 wrote
         if out_dir is not None:
-            run.elapsed, run.saved_step = time.perf_counter() - t_start, run.step
             _save_checkpoint(out_dir / CHECKPOINT, model, optimizer, run, history, config, train_set.type_map)
 
     def validate():
@@ -310,13 +312,13 @@ def train(model, train_set: Dataset, val_set: Dataset | None = None, config: Tra
                                        config.loss.intensive, r, dtype, device)
             if not math.isfinite(value):
                 bar.close()
-                raise TrainingDiverged(_diverged(run, value, terms, out_dir, schedule.start_lr))
+                raise TrainingDiverged(_diverged(run, value, terms, output, schedule.start_lr))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             bad = _nonfinite_gradients(model)
             if bad:
                 bar.close()
-                raise TrainingDiverged(_diverged(run, value, terms, out_dir, schedule.start_lr, bad))
+                raise TrainingDiverged(_diverged(run, value, terms, output, schedule.start_lr, bad))
             optimizer.step()
             run.step += 1
             run.offset += 1
@@ -399,7 +401,7 @@ def _nonfinite_gradients(model) -> list:
     return [n for n, g in named if not bool(torch.isfinite(g).all())]
 
 
-def _diverged(run: _RunState, value, terms: dict, out_dir, start_lr, bad_params=()) -> str:
+def _diverged(run: _RunState, value, terms: dict, output, start_lr, bad_params=()) -> str:
     where = f"step {run.step}"
     if bad_params:
         what = (f"the gradient of {', '.join(bad_params[:3])}{' ...' if len(bad_params) > 3 else ''} became "
@@ -408,12 +410,12 @@ def _diverged(run: _RunState, value, terms: dict, out_dir, start_lr, bad_params=
         culprits = [c for c, v in terms.items() if not math.isfinite(v)] or list(terms)
         what = (f"the {' and '.join(culprits)} loss term{'s' if len(culprits) > 1 else ''} became "
                 f"{', '.join(f'{terms[c]:g}' for c in culprits)} (total loss {value:g})")
-    if out_dir is None:
+    if output is None:
         kept = "nothing was written (no output directory)"
     elif run.saved_step is None:
         kept = "no checkpoint had been written yet"
     else:
-        kept = f"the last good checkpoint, {out_dir / CHECKPOINT} (step {run.saved_step}), is kept"
+        kept = f"the last good checkpoint, {Path(output) / CHECKPOINT} (step {run.saved_step}), is kept"
     return (f"training stopped at {where}: {what}; {kept}. Lower start_lr (now {start_lr:g}) or check the "
             "labels, then --restart from the checkpoint or start over")
 
