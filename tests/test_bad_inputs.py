@@ -15,6 +15,7 @@ is stale. Regenerate it with::
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -36,6 +37,8 @@ from graphdesc.export import load_package  # noqa: E402
 from graphdesc.safe_io import UnsafeFileError  # noqa: E402
 from graphdesc.torch import EnergyModel  # noqa: E402
 from graphdesc.train import Dataset  # noqa: E402
+from graphdesc.train.deepmd_data import read_systems  # noqa: E402
+from graphdesc.train.deepmd_input import read_input  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 
@@ -116,6 +119,25 @@ class Ctx:
         path = self.tmp / name
         write(path, list(images), format="extxyz")
         return str(path)
+
+    def system(self, name, drop=None, **arrays) -> str:
+        """A two-atom DeePMD-kit system with one frame; ``arrays`` replace its .npy files."""
+        root = self.tmp / name
+        (root / "set.000").mkdir(parents=True)
+        (root / "type.raw").write_text("0\n0\n")
+        (root / "type_map.raw").write_text("Cu\n")
+        files = {"coord": np.array([[0.0, 0, 0, 1.5, 1.5, 0]]), "box": (np.eye(3) * 5.0).reshape(1, 9),
+                 "energy": np.array([-1.0]), **arrays}
+        for key, value in files.items():
+            if f"{key}.npy" != drop:
+                np.save(root / "set.000" / f"{key}.npy", value)
+        return str(root)
+
+    def deepmd_input(self, name, **descriptor) -> str:
+        data = {"model": {"type_map": ["Cu"], "descriptor": {"type": "se_atten", **descriptor}, "fitting_net": {}},
+                "learning_rate": {"type": "exp", "start_lr": 1e-3},
+                "training": {"training_data": {"systems": [self.system(f"{name}-sys")]}, "numb_steps": 10}}
+        return self.file(name, json.dumps(data))
 
     def ckpt_with(self, name, change) -> str:
         with np.load(self.ckpt) as f:
@@ -335,6 +357,19 @@ CASES = [
          r"cannot read dataset file '.*empty.extxyz'"),
     Case("Dataset.read", "corrupt file", lambda c: Dataset.read(c.file("bad.extxyz", "3\nxx\nCu 0 0\n")),
          ValueError, r"cannot read dataset file '.*bad.extxyz'"),
+    Case("read_systems", "a set without energy.npy", lambda c: read_systems(c.system("noe", drop="energy.npy")),
+         ValueError, r"noe/set.000 has no energy.npy"),
+    Case("read_systems", "pickled object array", lambda c: read_systems(c.system("obj", coord=np.array([object()]))),
+         ValueError, r"obj/set.000/coord.npy: not a plain numeric .npy array"),
+    Case("read_systems", "coord.npy of the wrong width", lambda c: read_systems(c.system("w", coord=np.zeros((1, 4)))),
+         ValueError, r"w/set.000/coord.npy has shape \(1, 4\), which does not fit 2 atoms"),
+    Case("read_systems", "glob matching nothing", lambda c: read_systems(str(c.tmp / "none-*")), FileNotFoundError,
+         "no DeePMD-kit system matches the pattern"),
+    Case("read_input", "unknown key", lambda c: read_input(c.deepmd_input("u.json", foo=1)), ValueError,
+         r"u.json: model.descriptor.foo is not supported by graphdesc"),
+    Case("read_input", "key at a value graphdesc does not implement",
+         lambda c: read_input(c.deepmd_input("t.json", trainable=False)), ValueError,
+         r"t.json: model.descriptor.trainable = False is not supported by graphdesc \(it implements True only\)"),
     # -- command line -----------------------------------------------------------------------------------
     Case("cli export", "missing model", lambda c: ["export", str(c.tmp / "nope.npz"), "-o", str(c.tmp / "o.pt2")],
          FileNotFoundError, "nope.npz"),
@@ -364,6 +399,15 @@ CASES = [
          lambda c: ["train", "--demo", "--demo-frames", "4", "--init-model", c.file("cut.npz", _half(c.ckpt)),
                     "-o", str(c.tmp / "r"), "--no-progress"],
          ValueError, r"cut.npz is not a graphdesc model checkpoint"),
+    Case("cli train", "--restart from a model without a training state",
+         lambda c: ["train", "--demo", "--demo-frames", "4", "--restart", c.file("m.npz", Path(c.ckpt).read_bytes()),
+                    "-o", str(c.tmp / "r"), "--no-progress"],
+         ValueError, r"m\.npz is a model checkpoint without a training state"),
+    Case("cli train", "--nproc 0", lambda c: ["train", "--demo", "--nproc", "0"], ValueError,
+         "--nproc must be >= 1, got 0"),
+    Case("cli train", "input.json with a flag it sets",
+         lambda c: ["train", c.deepmd_input("i.json"), "--steps", "5", "-o", str(c.tmp / "r")], ValueError,
+         r"i.json sets the run; the flags \['--steps'\] cannot change it"),
     Case("cli doctor", "corrupt model", lambda c: ["doctor", c.file("m.json", "[1, 2"), "--modes", "eager"],
          ValueError, r"m.json: not valid JSON"),
 ]

@@ -1,4 +1,4 @@
-"""DeePMD-kit systems as training data: graphdesc's reader against its writer, dpdata's files and DeePMD-kit's reader."""
+"""DeePMD-kit systems as training data: the reader against its writer, dpdata's files and DeePMD-kit's reader."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 
 pytest.importorskip("ase")
 pytest.importorskip("h5py")
-from ase.build import bulk  # noqa: E402
 from ase.calculators.emt import EMT  # noqa: E402
 from ase.cluster import Icosahedron  # noqa: E402
 
