@@ -83,9 +83,10 @@ def center_edge_pairs(
         edges are real.
 
     Raises:
-        TypeError / ValueError naming the argument for wrong dtypes, shapes,
-        out-of-range ``dst``, or a static layout whose real edges sit outside
-        their center's slots (value checks run on concrete arrays only).
+        TypeError: a wrong dtype; the message names the argument.
+        ValueError: a wrong shape, an out-of-range ``dst``, or a static layout
+            whose real edges sit outside their center's slots (value checks
+            run on concrete arrays only); the message names the argument.
     """
     xp = B.namespace(dst, edge_mask)
     check_size("num_centers", num_centers)

@@ -482,5 +482,5 @@ def test_errors_doc_is_current(ctx_base, tmp_path_factory, request):
         DOC.write_text(table)
     assert DOC.exists() and DOC.read_text() == table, \
         "docs/errors.md is stale: python -m pytest tests/test_bad_inputs.py --write-errors-doc"
-    readme = (DOC.parents[1] / "README.md").read_text()
-    assert f"{len(CASES)} cases" in readme, "the README's count of bad-input cases is stale"
+    guide = (DOC.parent / "safety.md").read_text()
+    assert f"{len(CASES)} cases" in guide, "docs/safety.md's count of bad-input cases is stale"

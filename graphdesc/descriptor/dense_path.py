@@ -44,7 +44,8 @@ def dpa1_dense(params: dict, config: DPA1Config, vec, mask, atype, nei_type, *,
     """DPA1 on padded neighbor slots.
 
     Args:
-        params, config: as for :func:`graphdesc.descriptor.dpa1_graph`.
+        params: as for :func:`graphdesc.descriptor.dpa1_graph`.
+        config: as for :func:`graphdesc.descriptor.dpa1_graph`.
         vec: ``(N, sel, 3)`` neighbor-minus-center vectors; anything in empty slots.
         mask: ``(N, sel)`` bool, real neighbors.
         atype: ``(N,)`` center types.

@@ -127,7 +127,8 @@ def check_min_distance(positions, *, cell=None, pbc=False, min_distance: float =
 
     Args:
         positions: ``(N, 3)`` float array (any library), Å.
-        cell, pbc: as for :func:`build_graph`; periodic images count.
+        cell: as for :func:`build_graph`; periodic images count.
+        pbc: as for :func:`build_graph`.
         min_distance: the threshold (default :data:`MIN_DISTANCE`); distance 0 is always refused.
         name: what to call the positions in the message (e.g. ``"frame 3"``).
 

@@ -60,7 +60,8 @@ def halo_graph(positions, atype, local, cutoff: float, *, cell=None, pbc=False, 
         atype: ``(n,)`` int types.
         local: ``(n,)`` bool, the atoms this domain owns (may be none).
         cutoff: the model's ``rcut``.
-        cell, pbc: the box (see :func:`~graphdesc.graph.build_graph`).
+        cell: the box (see :func:`~graphdesc.graph.build_graph`).
+        pbc: periodicity per axis (see :func:`~graphdesc.graph.build_graph`).
         extra_ghosts: also add, as edgeless ghosts, every image within
             ``cutoff + extra_ghosts`` of a local atom: an engine's halo is
             wider than the neighbors (skin, whole-domain halos).

@@ -58,6 +58,7 @@ def plugin_dir() -> str:
 
 
 def plugin_file() -> Path:
+    """Where the compiled LAMMPS plugin (``graphdesc_plugin.so``) is, or will be after ``graphdesc lammps build``."""
     return Path(plugin_dir()) / PLUGIN_NAME
 
 

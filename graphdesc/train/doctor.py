@@ -377,6 +377,9 @@ def _weights_and_jacobian(function, logits, ids, valid, count, p_logit, dtype):
 
 
 def format_softmax_health(rows) -> str:
+    """The rows of :func:`softmax_health` as a text table: one line per function and logit regime, with the
+    largest output and Jacobian errors against the long-double reference, dead zones, non-finite values,
+    mask leaks and a status."""
     head = (f"{'function':16} {'logits':20} {'cases':>5} {'max|dw|':>9} {'max|dJ|':>9} {'dead zones':>10} "
             f"{'non-finite':>10} {'mask leaks':>10}  status")
     lines = [head, "-" * len(head)]
