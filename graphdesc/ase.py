@@ -32,7 +32,7 @@ class Calculator(_AseCalculator):
 
     Args:
         model_or_package_path: an :class:`~graphdesc.torch.EnergyModel`, a
-            checkpoint path (``.npz``, :meth:`EnergyModel.save`) or a ``.pt2``
+            checkpoint path (``.npz``, :meth:`~graphdesc.torch.EnergyModel.save`) or a ``.pt2``
             package path (:func:`graphdesc.export.export_package`).
         type_map: element symbols, one per model type; default the model's own
             ``type_map``. Required when the model has none.

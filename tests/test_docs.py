@@ -90,14 +90,20 @@ def test_docs_build_strict(tmp_path):
 
 
 @pytest.mark.parametrize("bad,message", [("[a page](no-such-page.md)", "no-such-page.md"),
-                                         ("[an anchor](training.md#no-such-section)", "no-such-section")])
+                                         ("[an anchor](training.md#no-such-section)", "no-such-section"),
+                                         (":func:`no_such_function`", "names nothing in the package")])
 def test_docs_build_fails_on_a_broken_link(tmp_path, bad, message):
-    """The strict build is a check that can fail: a broken page link or anchor stops it."""
+    """The strict build is a check that can fail: a broken page link or anchor, or a docstring
+    cross-reference (a Sphinx role, checked by docs/griffe_roles.py) to nothing, stops it."""
     shutil.copytree(ROOT / "docs", tmp_path / "docs")
     shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
-    for name in ("benchmarks", "graphdesc"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    page = tmp_path / "docs" / "quickstart.md"
-    page.write_text(page.read_text() + f"\nSee {bad}.\n")
+    (tmp_path / "benchmarks").symlink_to(ROOT / "benchmarks")
+    shutil.copytree(ROOT / "graphdesc", tmp_path / "graphdesc", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    if bad.startswith(":func:"):
+        module = tmp_path / "graphdesc" / "pairs.py"
+        module.write_text(module.read_text().replace('"""', f'"""See {bad}. ', 1))
+    else:
+        page = tmp_path / "docs" / "quickstart.md"
+        page.write_text(page.read_text() + f"\nSee {bad}.\n")
     done = _mkdocs(tmp_path, tmp_path / "site")
     assert done.returncode != 0 and message in done.stdout + done.stderr
