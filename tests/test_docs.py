@@ -107,3 +107,18 @@ def test_docs_build_fails_on_a_broken_link(tmp_path, bad, message):
         page.write_text(page.read_text() + f"\nSee {bad}.\n")
     done = _mkdocs(tmp_path, tmp_path / "site")
     assert done.returncode != 0 and message in done.stdout + done.stderr
+
+
+def test_demo_yardsticks_in_the_manual_are_measured():
+    """The energy yardsticks quoted in docs/training.md are what benchmarks/demo_baseline.py prints."""
+    pytest.importorskip("torch")
+    pytest.importorskip("ase")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_baseline.py")], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    values = [float(v) for v in re.findall(r"([\d.]+) meV/atom", done.stdout)]
+    assert len(values) == 4
+    page = (ROOT / "docs" / "training.md").read_text()
+    for v in values[:3]:
+        assert f"**{v:.1f}" in page, f"{v:.1f} meV/atom is not the number docs/training.md quotes"
+    assert f"{values[3]:.2f} meV/atom" in page
