@@ -244,6 +244,15 @@ def batch_graphs(graphs) -> NeighborGraph:
     Node indices of graph ``k`` are offset by the number of nodes before it;
     ``n_node`` is concatenated. Atom types batch the same way:
     ``concat([atype_0, atype_1, ...])``.
+
+    Args:
+        graphs: :class:`~graphdesc.graph.NeighborGraph` s of one array library,
+            graph ``k`` with ``N_k`` nodes, ``E_k`` edges and ``nf_k`` frames.
+
+    Returns:
+        one graph with ``sum N_k`` nodes, ``edge_index (2, sum E_k)``,
+        ``edge_vec (sum E_k, 3)``, ``edge_mask (sum E_k,)`` and
+        ``n_node (sum nf_k,)``.
     """
     graphs = list(graphs)
     if not graphs:

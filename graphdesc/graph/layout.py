@@ -46,6 +46,15 @@ def truncate(graph: NeighborGraph, sel: int) -> NeighborGraph:
 
     Ties in distance keep the graph's edge order. Eager only (the edge count
     depends on the data).
+
+    Args:
+        graph: a compact :class:`~graphdesc.graph.NeighborGraph` with ``E`` edges.
+        sel: neighbors kept per center (>= 1).
+
+    Returns:
+        a compact graph with ``K <= E`` edges (``edge_index (2, K)``,
+        ``edge_vec (K, 3)`` in Å, ``edge_mask (K,)`` all True), the same nodes
+        and ``n_node``.
     """
     _check_sel(sel)
     xp = B.namespace(graph.edge_vec)

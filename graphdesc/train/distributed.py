@@ -104,5 +104,13 @@ def _die_with_launcher() -> None:
 
 
 def share(indices, r: Ranks) -> np.ndarray:
-    """Rank ``r.rank``'s contiguous share of ``indices`` (``np.array_split``: sizes differ by at most 1)."""
+    """Rank ``r.rank``'s contiguous share of ``indices`` (``np.array_split``: sizes differ by at most 1).
+
+    Args:
+        indices: ``(B,)`` frame indices of one global batch.
+        r: this process's :class:`Ranks`.
+
+    Returns:
+        ``(B_r,)`` int array, ``B_r`` in ``{floor(B / world), ceil(B / world)}`` (possibly 0).
+    """
     return np.array_split(np.asarray(indices), r.world)[r.rank]
