@@ -182,3 +182,24 @@ def test_cli_trains_on_systems(frames, tmp_path, capsys):
     assert f"train: {train_set.summary()}" in out and f"val:   {val_set.summary()}" in out
     assert not (tmp_path / "run" / "train.extxyz").exists()
     assert load_model(tmp_path / "run" / "checkpoint.npz")[2]["step"] == 3
+
+
+def test_mixed_format_drops_padding_atoms(frames, tmp_path):
+    """In the mixed format an atom of type -1 is padding (DeePMD-kit pads smaller frames): it is dropped,
+    with its coordinates and forces, whatever they hold."""
+    periodic = Dataset([f for f in frames.frames if all(f.pbc)], frames.type_map)
+    write_systems(periodic, tmp_path / "d")
+    sset = tmp_path / "d" / "pbc-32" / "set.000"
+    types = np.load(sset / "real_atom_types.npy")
+    coord, force = np.load(sset / "coord.npy").reshape(len(types), 32, 3), np.load(sset / "force.npy")
+    types[0, 5] = -1
+    coord[0, 5] = np.nan  # poison: a dropped atom must not reach the geometry checks
+    np.save(sset / "real_atom_types.npy", types)
+    np.save(sset / "coord.npy", coord.reshape(len(types), -1))
+    got = read_systems(tmp_path / "d")
+    first = got.frames[0]
+    assert first.natoms == 31 and got.frames[1].natoms == 32
+    keep = np.arange(32) != 5
+    assert np.array_equal(first.positions, periodic.frames[0].positions[keep])
+    assert np.array_equal(first.forces, force[0].reshape(32, 3)[keep])
+    assert np.array_equal(first.atype, periodic.frames[0].atype[keep])

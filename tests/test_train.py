@@ -195,6 +195,16 @@ def test_loss_terms_and_metrics_match_numpy(data):
     assert abs(rmse["virial"] - np.sqrt(np.mean(dv**2))) < 1e-15
     prefs = LossConfig().prefactors(0.25)
     assert prefs == pytest.approx({"energy": 1 + (0.02 - 1) * 0.25, "force": 1 + 999 * 0.25, "virial": 0.0})
+    # DeePMD-kit's default normalization (intensive_ener_virial false): squared errors over N, not N^2
+    extensive = loss_terms(pred, batch, intensive=False)
+    assert abs(float(extensive["energy"]) - np.mean(de**2 * 32)) < 1e-13
+    assert abs(float(extensive["virial"]) - np.mean(dv**2 * 32)) < 1e-13
+    assert float(extensive["force"]) == float(terms["force"])
+    # a rank's share with the global counts: its terms are sums over the global number of entries
+    share = loss_terms(pred, batch, counts={"energy": 6, "force": 2 * 288, "virial": 18})
+    assert abs(float(share["energy"]) - np.sum(de**2) / 6) < 1e-15
+    assert abs(float(share["force"]) - np.sum((pred["force"] - batch.force).numpy() ** 2) / 576) < 1e-15
+    assert abs(float(share["virial"]) - np.sum(dv**2) / 18) < 1e-15
 
 
 def test_exp_decay():
