@@ -120,8 +120,6 @@ def _read_dataset(sources, type_map, index=":"):
 def _new_model(train_set, preset: str, *, rcut=None, neuron=None, attn=None, attn_layer=None, fitting=None,
                sel=None, rcut_smth=0.5, precision="float64", seed=0):
     """A fresh EnergyModel sized for ``train_set``: the preset, overrides, sel from the data."""
-    import math
-
     from .descriptor import DPA1Config
     from .model import EnergyConfig
     from .torch import EnergyModel
@@ -131,8 +129,8 @@ def _new_model(train_set, preset: str, *, rcut=None, neuron=None, attn=None, att
     for key, value in dict(rcut=rcut, neuron=neuron, attn=attn, attn_layer=attn_layer, fitting=fitting).items():
         if value is not None:
             arch[key] = value
-    max_deg = GraphCache(train_set, arch["rcut"]).max_degree()
-    sel = sel or max(4, 4 * math.ceil(1.1 * max_deg / 4))
+    cache = GraphCache(train_set, arch["rcut"])
+    max_deg, sel = cache.max_degree(), sel or cache.auto_sel()
     descriptor = DPA1Config(rcut=arch["rcut"], rcut_smth=rcut_smth, sel=sel, ntypes=len(train_set.type_map),
                             neuron=arch["neuron"], axis_neuron=arch["axis_neuron"], tebd_dim=arch["tebd_dim"],
                             attn=arch["attn"], attn_layer=arch["attn_layer"], precision=precision,
@@ -257,8 +255,6 @@ _INPUT_SETS = ("demo", "val", "val_fraction", "index", "type_map", "preset", "rc
 
 def _from_deepmd_input(args, r):
     """Model, data and settings from a DeePMD-kit input.json (see graphdesc.train.deepmd_input)."""
-    import math
-
     from .descriptor import DPA1Config
     from .model import EnergyConfig
     from .torch import EnergyModel
@@ -288,9 +284,8 @@ def _from_deepmd_input(args, r):
     model = _start_model(args)
     if model is None:
         sel = inp.sel
-        if not isinstance(sel, int):
-            max_deg = GraphCache(train_set, inp.descriptor["rcut"]).max_degree()
-            sel = max(4, 4 * math.ceil(sel[1] * max_deg / 4))
+        if not isinstance(sel, int):  # ("auto", ratio)
+            sel = GraphCache(train_set, inp.descriptor["rcut"]).auto_sel(sel[1])
         config = EnergyConfig(DPA1Config(sel=sel, **inp.descriptor), **inp.fitting)
         model = EnergyModel(config, seed=inp.seed)
         fit_statistics(model, train_set, max_frames=inp.stat_batches * batch_size)

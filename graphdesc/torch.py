@@ -62,6 +62,19 @@ class _ParamTree(nn.Module):
         """The parameters and buffers, in :meth:`leaf_names` order."""
         return [getattr(self, key) for key in self._keys]
 
+    def load_params(self, params: dict) -> None:
+        """Copy a parameter tree of this module's structure (any array library) into its tensors, in place.
+
+        The module keeps its dtype, device and tensors (an optimizer holding them stays valid).
+        """
+        values = {name.replace(".", "__"): value for name, value in tree_leaves(params)}
+        if sorted(values) != sorted(self._keys):
+            raise ValueError(f"params do not match this module: missing {sorted(set(self._keys) - set(values))[:5]}, "
+                             f"unexpected {sorted(set(values) - set(self._keys))[:5]}")
+        with torch.no_grad():
+            for key, leaf in zip(self._keys, self.leaves()):
+                leaf.copy_(torch.as_tensor(B.to_numpy(values[key]), dtype=leaf.dtype, device=leaf.device))
+
     def _set_buffer(self, key: str, value, name: str, positive: bool = False) -> None:
         buf = getattr(self, key)
         value = torch.as_tensor(B.to_numpy(value), dtype=buf.dtype, device=buf.device)
@@ -197,9 +210,13 @@ class EnergyModel(_ParamTree):
 
         ``extra`` (JSON) and ``state`` (arrays) are a training checkpoint's
         additions (see :mod:`graphdesc.model.checkpoint`)."""
-        config = dataclasses.replace(
+        return save_model(path, self.current_config(), self.params(), extra=extra, state=state)
+
+    def current_config(self) -> EnergyConfig:
+        """The config with the precision the parameters have now (after ``.float()``/``.double()``), as a
+        checkpoint records it."""
+        return dataclasses.replace(
             self.config, descriptor=dataclasses.replace(self.config.descriptor, precision=self._precision()))
-        return save_model(path, config, self.params(), extra=extra, state=state)
 
     @classmethod
     def load(cls, path) -> EnergyModel:

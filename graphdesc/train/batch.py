@@ -7,6 +7,7 @@ and moves them, with the labels, to the model's dtype and device.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,11 @@ class GraphCache:
         deg = [np.bincount(self.graph(k).dst, minlength=self.dataset[k].natoms).max(initial=0)
                for k in range(len(self.dataset))]
         return int(max(deg))
+
+    def auto_sel(self, ratio: float = 1.1) -> int:
+        """A ``sel`` for the data (DeePMD-kit's ``"auto:ratio"``): ``ratio`` x :meth:`max_degree`, rounded up to
+        a multiple of 4, at least 4."""
+        return max(4, 4 * math.ceil(ratio * self.max_degree() / 4))
 
     def batch(self, indices, *, dtype=torch.float64, device="cpu") -> Batch:
         """The frames at ``indices`` as one :class:`Batch`."""

@@ -448,7 +448,6 @@ def _save_checkpoint(path: Path, model, optimizer, run: _RunState, history: Hist
 def _restore(path, model, optimizer, config: TrainConfig, fingerprint: str):
     """Load weights, optimizer state and the run state of a training checkpoint into ``model`` and
     ``optimizer``; errors name the file and what does not match."""
-    from ..descriptor.params import tree_leaves
     from ..model.checkpoint import load_model, load_state_arrays
 
     config_saved, params, extra = load_model(path)
@@ -456,7 +455,7 @@ def _restore(path, model, optimizer, config: TrainConfig, fingerprint: str):
     if not isinstance(state, dict):
         raise ValueError(f"{path} is a model checkpoint without a training state: --restart needs the "
                          f"{CHECKPOINT} a training run writes (use --init-model to start from these weights)")
-    if config_saved.to_dict() != _model_config(model).to_dict():
+    if config_saved != model.current_config():
         raise ValueError(f"{path}: the checkpoint's model config differs from the model being trained")
     saved, now = extra.get("train_config", {}), config.to_dict()
     differ = sorted(k for k in set(saved) | set(now) if k not in _FREE_ON_RESTART and saved.get(k) != now.get(k))
@@ -471,10 +470,7 @@ def _restore(path, model, optimizer, config: TrainConfig, fingerprint: str):
     if state.get("parameters") != [n for n, p in model.named_parameters() if p.requires_grad]:
         raise ValueError(f"{path}: the checkpoint's trainable parameters differ from the model's")
     arrays = load_state_arrays(path)
-    with torch.no_grad():
-        for name, value in tree_leaves(params):
-            leaf = getattr(model, name.replace(".", "__"))
-            leaf.copy_(torch.as_tensor(value, dtype=leaf.dtype, device=leaf.device))
+    model.load_params(params)
     opt_state = {}
     for key, value in arrays.items():
         if key.startswith("optimizer/"):
@@ -487,12 +483,6 @@ def _restore(path, model, optimizer, config: TrainConfig, fingerprint: str):
         raise ValueError(f"{path}: the optimizer state does not fit the model: {err}") from None
     history = History(rows=list(state["rows"]), step_seconds=[float(t) for t in arrays.get("step_seconds", [])])
     return run, history
-
-
-def _model_config(model):
-    """The config a checkpoint of ``model`` records (its precision is the parameters')."""
-    precision = str(_dtype_device(model)[0]).removeprefix("torch.")
-    return replace(model.config, descriptor=replace(model.config.descriptor, precision=precision))
 
 
 def _checked(model, dataset, loss: LossConfig, name: str) -> Dataset:
