@@ -19,29 +19,32 @@ jax.tree_util.register_pytree_node(
 )
 
 
-def dpa1_jit(config: DPA1Config, *, deepmd_compat: bool = False):
+def dpa1_jit(config: DPA1Config, *, deepmd_compat: bool = False, attention: str = "blocks"):
     """A jitted ``f(params, graph, atype) -> (descriptor, rot_mat)``.
 
     ``graph`` must be in the shape-static layout (``graphdesc.graph.to_static``
     with ``config.sel``): sizes then depend only on ``N``, so one compilation
-    serves every geometry with the same atom count.
+    serves every geometry with the same atom count. ``attention``: the block
+    stage's layout (see :func:`~graphdesc.descriptor.dpa1_graph`; ``"pairs"``
+    runs on the static layout's ``N sel^2`` masked pairs).
     """
     if not isinstance(config, DPA1Config):
         raise TypeError(f"config must be a DPA1Config, got {type(config).__name__}")
 
     @jax.jit
     def descriptor(params, graph: NeighborGraph, atype):
-        return dpa1_graph(params, config, graph, atype, deepmd_compat=deepmd_compat, static=True)
+        return dpa1_graph(params, config, graph, atype, deepmd_compat=deepmd_compat, static=True, attention=attention)
 
     return descriptor
 
 
-def energy_jit(config: EnergyConfig):
+def energy_jit(config: EnergyConfig, *, attention: str = "blocks"):
     """A jitted ``f(params, graph, atype) -> dict`` of energies, forces and virials.
 
     Same outputs as :meth:`graphdesc.torch.EnergyModel.forward`; forces from
     ``jax.grad`` of the total energy w.r.t. ``edge_vec``. ``graph`` must be in
-    the shape-static layout with ``config.descriptor.sel`` slots.
+    the shape-static layout with ``config.descriptor.sel`` slots. ``attention``
+    as for :func:`dpa1_jit`.
     """
     if not isinstance(config, EnergyConfig):
         raise TypeError(f"config must be an EnergyConfig, got {type(config).__name__}")
@@ -49,7 +52,7 @@ def energy_jit(config: EnergyConfig):
     @jax.jit
     def evaluate(params, graph: NeighborGraph, atype):
         def total(vec):
-            atom_e = atom_energy(params, config, graph.replace(edge_vec=vec), atype, static=True)
+            atom_e = atom_energy(params, config, graph.replace(edge_vec=vec), atype, static=True, attention=attention)
             energy = frame_energy(atom_e, graph.n_node)
             return jnp.sum(energy), (energy, atom_e)
 

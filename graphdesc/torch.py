@@ -19,7 +19,9 @@ from torch import nn
 
 from . import _backend as B
 from .descriptor import DPA1Config, compute_stats, dpa1_graph, init_params, load_deepmd, params_to_deepmd
+from .descriptor.graph_path import in_node_order
 from .descriptor.params import tree_leaves, tree_map
+from .descriptor.ragged import ATTENTION
 from .graph.container import NeighborGraph
 from .graph.forces import edge_force_virial
 from .model import (EnergyConfig, atom_energy, atom_energy_stages, frame_energy, init_model_params, load_model,
@@ -111,9 +113,10 @@ class DPA1Descriptor(_ParamTree):
         self.config = config
 
     def forward(self, graph: NeighborGraph, atype: torch.Tensor, *, deepmd_compat: bool = False,
-                static: bool = False):
+                static: bool = False, attention: str = "blocks"):
         """``(descriptor (N, dim_out), rot_mat (N, ng, 3))``; see :func:`~graphdesc.descriptor.dpa1_graph`."""
-        return dpa1_graph(self.params(), self.config, graph, atype, deepmd_compat=deepmd_compat, static=static)
+        return dpa1_graph(self.params(), self.config, graph, atype, deepmd_compat=deepmd_compat, static=static,
+                          attention=attention)
 
     def set_stats(self, davg, dstd) -> None:
         """Install ``davg``/``dstd`` of shape ``(ntypes, 4)``."""
@@ -148,6 +151,11 @@ class EnergyModel(_ParamTree):
         params: a model tree ``{"descriptor", "fitting"}`` (any array library);
             default :func:`~graphdesc.model.init_model_params` with ``seed``.
         seed: initialization seed when ``params`` is None.
+        attention: the descriptor's block-stage layout, ``"blocks"``,
+            ``"buckets"`` or ``"pairs"`` (same numbers; see
+            :func:`~graphdesc.descriptor.dpa1_graph`). An attribute: set
+            ``model.attention`` to switch; exported packages keep the one they
+            were exported with.
 
     ``forward(graph, atype)`` returns a dict of ``energy (nf,)``,
     ``atom_energy (N,)`` and, with ``forces=True`` (default), ``force (N, 3)``,
@@ -155,17 +163,22 @@ class EnergyModel(_ParamTree):
     DeePMD's sign: ``virial = -dE/d(strain)``, so ``stress = -virial / volume``.
     """
 
-    def __init__(self, config: EnergyConfig, params: dict | None = None, *, seed: int = 0):
+    def __init__(self, config: EnergyConfig, params: dict | None = None, *, seed: int = 0,
+                 attention: str = "blocks"):
         if not isinstance(config, EnergyConfig):
             raise TypeError(f"config must be an EnergyConfig, got {type(config).__name__}")
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {', '.join(map(repr, ATTENTION))}, got {attention!r}")
         params = init_model_params(config, seed) if params is None else params
         super().__init__(params, getattr(torch, config.precision), config.descriptor.trainable_ln)
         self.config = config
+        self.attention = attention
 
     def atom_energy(self, graph: NeighborGraph, atype: torch.Tensor, *, static: bool = False,
                     num_local: int | None = None):
         """``(L,)`` atom energies of the local nodes (``(N,)`` without ghosts); no forces."""
-        return atom_energy(self.params(), self.config, graph, atype, static=static, num_local=num_local)
+        return atom_energy(self.params(), self.config, graph, atype, static=static, num_local=num_local,
+                           attention=self.attention)
 
     def forward(self, graph: NeighborGraph, atype: torch.Tensor, *, forces: bool = True, static: bool = False,
                 create_graph: bool | None = None, num_local: int | None = None) -> dict:
@@ -246,12 +259,13 @@ def energy_and_forces(model: EnergyModel, graph: NeighborGraph, atype: torch.Ten
             vec = vec.detach().requires_grad_(True)
             graph = graph.replace(edge_vec=vec)
         parts, pieces, energy_of = atom_energy_stages(model.params(), model.config, graph, atype, static=static,
-                                                      num_local=num_local)
+                                                      num_local=num_local, attention=model.attention)
         if forces and not create_graph and len(pieces) > 1:
             atom_e, g = _piecewise_gradient(parts, pieces, energy_of, vec)
         else:
             atom_e = torch.cat([energy_of(piece) for piece in pieces]) if len(pieces) > 1 else energy_of(pieces[0])
             g = None
+        atom_e = in_node_order(atom_e, parts)
         energy = frame_energy(atom_e, graph.n_node)
         out = {"energy": energy, "atom_energy": atom_e if num_local is None else with_ghosts(atom_e, n)}
         if not forces:

@@ -1,7 +1,8 @@
 """DPA1: the graph path equals the independent dense reference (float64, 1e-12), on every backend.
 
 Matrix: 8 configs x 6 systems x 3 backends x {native, deepmd_compat}, each run
-on the compact graph (with poisoned masked guard edges) and on the
+with every block-stage layout (one-width blocks, degree buckets, center-edge
+pairs) on the compact graph (with poisoned masked guard edges) and on the
 shape-static layout (with poisoned padding); the dense reference gets
 poisoned empty slots. Cross-backend agreement is checked against numpy.
 """
@@ -16,6 +17,7 @@ from dpa1_cases import CONFIGS, SEL, SYSTEMS, convert, make_config, make_system,
 from helpers import to_numpy
 
 from graphdesc.descriptor import cast_params, dense_inputs, dpa1_dense, dpa1_graph
+from graphdesc.descriptor.ragged import ATTENTION
 from graphdesc.graph import NeighborGraph, to_static
 
 TOL = 1e-12
@@ -55,9 +57,13 @@ def test_graph_equals_dense(backend, config_name, system, compat):
     p = cast_params(params, backend.asarray(np.zeros(1)))
     a = backend.asarray(atype)
 
-    compact = dpa1_graph(p, config, convert(_with_guard_edges(graph), backend), a, deepmd_compat=compat)
-    static = dpa1_graph(p, config, convert(_poison_static(to_static(graph, SEL)), backend), a,
-                        deepmd_compat=compat, static=True)
+    guarded = convert(_with_guard_edges(graph), backend)
+    padded = convert(_poison_static(to_static(graph, SEL)), backend)
+    paths = {}
+    for attention in ATTENTION:
+        paths[f"compact {attention}"] = dpa1_graph(p, config, guarded, a, deepmd_compat=compat, attention=attention)
+        paths[f"static {attention}"] = dpa1_graph(p, config, padded, a, deepmd_compat=compat, static=True,
+                                                  attention=attention)
     inputs = {k: np.array(v) for k, v in dense_inputs(graph, atype, SEL).items()}
     empty = ~inputs["mask"]
     inputs["vec"][empty] = np.nan
@@ -69,13 +75,14 @@ def test_graph_equals_dense(backend, config_name, system, compat):
     assert np.all(np.isfinite(d_dense))
     if graph.num_edges or compat or config.concat_output_tebd:  # else all zero by definition
         assert np.abs(d_dense).max() > 1e-3
-    for name, (d, r) in (("compact", compact), ("static", static)):
+    for name, (d, r) in paths.items():
         assert type(d) is type(dense[0]), f"{name}: output library differs from input's"
         np.testing.assert_allclose(to_numpy(d), d_dense, rtol=0, atol=TOL, err_msg=f"{name} descriptor")
         np.testing.assert_allclose(to_numpy(r), r_dense, rtol=0, atol=TOL, err_msg=f"{name} rot_mat")
     # cross-backend: against the numpy graph path
-    np.testing.assert_allclose(to_numpy(compact[0]), ref_d, rtol=0, atol=TOL)
-    np.testing.assert_allclose(to_numpy(compact[1]), ref_r, rtol=0, atol=TOL)
+    for name in ("compact blocks", "compact pairs"):
+        np.testing.assert_allclose(to_numpy(paths[name][0]), ref_d, rtol=0, atol=TOL, err_msg=name)
+        np.testing.assert_allclose(to_numpy(paths[name][1]), ref_r, rtol=0, atol=TOL, err_msg=name)
 
 
 def test_compat_term_is_what_separates_the_semantics():

@@ -7,6 +7,7 @@ float64 one (``package64``, through the CLI) is a session fixture in
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -39,10 +40,23 @@ def model32_compat():
 
 @pytest.fixture(scope="module")
 def package32(model32_compat, tmp_path_factory):
+    """``model32_compat`` exported with degree buckets (ragged parts, centers in degree order)."""
     from graphdesc.export import export_package
 
-    path = export_package(model32_compat, tmp_path_factory.mktemp("pt2") / "m32.pt2")
+    model = copy.deepcopy(model32_compat)
+    model.attention = "buckets"
+    path = export_package(model, tmp_path_factory.mktemp("pt2") / "m32.pt2")
     return load_package(path)
+
+
+@pytest.fixture(scope="module")
+def package64_pairs(model64, tmp_path_factory):
+    """``model64`` exported with the pair path (``attention="pairs"``), loaded."""
+    from graphdesc.export import export_package
+
+    model = copy.deepcopy(model64[0])
+    model.attention = "pairs"
+    return load_package(export_package(model, tmp_path_factory.mktemp("pt2") / "pairs.pt2"))
 
 
 def random_frame(n, seed, *, density=1 / 11.8, pbc=True):
@@ -108,10 +122,29 @@ def test_package_chunks_equal_eager(package64, model64, chunk_elements, monkeypa
         assert err <= 1e-12, f"{key}: {err:.3g} with chunks of {rows} centers"
 
 
+@pytest.mark.parametrize("chunk_elements", [None, 1, 4000])
+@pytest.mark.parametrize("system", list(SYSTEMS))
+def test_pair_package_equals_eager(package64_pairs, model64, system, chunk_elements, monkeypatch):
+    """A package of the pair path (ragged parts: edge rows cut at center boundaries, per-center pair
+    chunks) gives the eager block path's numbers, one piece or in chunks of 1 or a few centers."""
+    assert package64_pairs.metadata["attention"] == "pairs"
+    if chunk_elements is not None:
+        monkeypatch.setattr(package64_pairs, "chunk_elements", chunk_elements)
+    graph, atype = graph_of(SYSTEMS[system]())
+    got = run_package(package64_pairs, graph, atype)
+    want = model64[0](graph, atype)
+    for key in OUTPUTS:
+        assert got[key].shape == want[key].shape, key
+        err = (got[key] - want[key]).abs().max().item() if got[key].numel() else 0.0
+        assert err <= TOL64, f"{key}: {err:.3g}"
+
+
 @pytest.mark.parametrize("poison", [float("nan"), float("inf"), -1e300])
-def test_package_ignores_poisoned_padding(package64, poison, monkeypatch):
+@pytest.mark.parametrize("which", ["package64", "package64_pairs"])
+def test_package_ignores_poisoned_padding(which, poison, monkeypatch, request):
     """Padding edges (edge_mask False) holding nan/inf/huge vectors, spread over centers and chunks, change
     nothing: the three programs mask them in the edge stage, the block gradients' gather and the assembly."""
+    package64 = request.getfixturevalue(which)
     graph, atype = graph_of(SYSTEMS["ragged_two_frames"]())
     monkeypatch.setattr(package64, "chunk_elements", 4000)  # several chunks
     want = run_package(package64, graph, atype)
@@ -233,12 +266,17 @@ def cpp_example(tmp_path_factory):
     return exe
 
 
-@pytest.mark.parametrize("slabs,chunk", [(1, None), (2, None), (3, None), (12, None), (1, "1"), (3, "9000")])
-def test_cpp_example_matches_python(cpp_example, package64, model64, slabs, chunk):
+@pytest.mark.parametrize("which,slabs,chunk", [("package64", 1, None), ("package64", 2, None), ("package64", 3, None),
+                                               ("package64", 12, None), ("package64", 1, "1"),
+                                               ("package64", 3, "9000"), ("package64_pairs", 12, None),
+                                               ("package64_pairs", 1, "1"), ("package64_pairs", 3, "9000")])
+def test_cpp_example_matches_python(cpp_example, which, model64, slabs, chunk, request):
     """The C++ example cuts a triclinic two-type box into slabs, calls the package once per slab with its ghosts,
     sums energies and virials and sends ghost forces to their owners: equal to one whole-box eager call to 1e-12.
     With 12 slabs of a 2x2x2-cell crystal, four slabs hold no atom (calls with L = 0). ``chunk``:
-    GRAPHDESC_CHUNK_ELEMENTS, so that graphdesc::Package runs the block program on one center or a few per call."""
+    GRAPHDESC_CHUNK_ELEMENTS, so that graphdesc::Package runs the block program on one center or a few per call.
+    The pair-path package has ragged parts: C++ cuts its edge rows at the chunks' center boundaries."""
+    package64 = request.getfixturevalue(which)
     env = dict(os.environ, **({"GRAPHDESC_CHUNK_ELEMENTS": chunk} if chunk else {}))
     text = subprocess.run([str(cpp_example), str(package64.path), "2", "3.61", "7", str(slabs), "0.15"], check=True,
                           capture_output=True, text=True, env=env).stdout

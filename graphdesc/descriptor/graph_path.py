@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from .. import _backend as B
 from ..graph.container import NeighborGraph
 from ..graph.validate import frame_first_node, validate
@@ -49,17 +51,19 @@ from ..segment import masked_softmax, segment_sum
 from .config import DPA1Config
 from .envmat import env_matrix, normalize_env, unit_angular
 from .nets import embed_neighbors, layer, layer_norm, type_table, unit_rows
+from .pair_path import pair_stage
 from .params import params_dtype
+from .ragged import ATTENTION, EDGE_ROWS, in_node_order, piece_centers, ragged_cuts, ragged_parts
 from .readout import readout
 
 __all__ = ["dpa1_graph", "center_inputs", "edge_stage", "center_pieces", "center_outputs", "Blocks",
-           "check_model_inputs"]
+           "check_model_inputs", "in_node_order"]
 
 SMOOTH_SHIFT = 20.0  # DeePMD's fixed logit shift of smooth attention
 
 
 def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
-               deepmd_compat: bool = False, static: bool = False, num_local=None):
+               deepmd_compat: bool = False, static: bool = False, num_local=None, attention: str = "blocks"):
     """The DPA1 descriptor of every node of ``graph``.
 
     Args:
@@ -80,22 +84,29 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
             halo): only the local nodes are centers, ghosts enter only as
             neighbors (``src``), and ``n_node`` counts local atoms. Default:
             every node is local.
+        attention: the block stage's layout, the same numbers each:
+            ``"blocks"``, every center's edges in blocks as wide as the widest
+            center's (batched matmuls); ``"buckets"``, centers in degree
+            order, each piece's blocks as wide as its own widest center (for
+            uneven degrees: slabs, clusters, dense inclusions); ``"pairs"``,
+            attention over :func:`~graphdesc.pairs.center_edge_pairs` with
+            ``segment_softmax`` (:mod:`graphdesc.descriptor.pair_path`).
 
     Returns:
         ``(descriptor (L, ng*M [+ dt]), rot_mat (L, ng, 3))`` of the local
         nodes (``L = N`` without ghosts), in the graph's library and dtype.
     """
     table, parts = center_inputs(params, config, graph, atype, deepmd_compat=deepmd_compat, static=static,
-                                 num_local=num_local)
-    out = [center_outputs(params, config, table, piece) for piece in center_pieces(parts, config)]
-    if len(out) == 1:
-        return out[0]
+                                 num_local=num_local, attention=attention)
+    out = [center_outputs(params, config, table, piece, attention=attention, static=static)
+           for piece in center_pieces(parts, config, attention)]
     xp = B.namespace(table)
-    return tuple(xp.concat([o[i] for o in out]) for i in range(2))
+    descriptor, rot_mat = out[0] if len(out) == 1 else (xp.concat([o[i] for o in out]) for i in range(2))
+    return in_node_order(descriptor, parts), in_node_order(rot_mat, parts)
 
 
 def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
-                  deepmd_compat: bool = False, static: bool = False, num_local=None):
+                  deepmd_compat: bool = False, static: bool = False, num_local=None, attention: str = "blocks"):
     """The edge stage: everything each center's block stage reads, as per-center arrays.
 
     Arguments as for :func:`dpa1_graph`. Returns ``(table, parts)``: the type
@@ -114,11 +125,19 @@ def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype,
     :class:`Blocks`. Centers are independent from here on: any split of
     ``parts`` along its rows (:func:`center_pieces`) gives the same
     :func:`center_outputs`.
+
+    With ``attention="pairs"`` or ``"buckets"`` the parts are in the ragged
+    layout instead (:func:`~graphdesc.descriptor.ragged.ragged_parts`): the edge
+    rows ``(R, F)`` sorted by center, ``valid (R,)``, ``slots (L,)`` and
+    ``center (L,)``, then the center rows in row order.
     """
+    _check_attention(attention)
     table, edge, center = edge_stage(params, config, graph, atype, deepmd_compat=deepmd_compat, static=static,
                                      num_local=num_local)
     n = center["atype"].shape[0]
-    blocks = Blocks(graph, n, config.sel if static else None, edge["g"].dtype)
+    if attention != "blocks":
+        return table, ragged_parts(graph, n, edge, center, static=static, by_degree=attention == "buckets")
+    blocks = Blocks(graph.edge_mask, graph.dst, n, edge["g"].dtype, static_nnei=config.sel if static else None)
     _check_block_size(blocks, config, edge["g"])
     parts = {k: blocks.stack(v) for k, v in edge.items()}
     parts["valid"] = blocks.valid
@@ -159,24 +178,46 @@ def edge_stage(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
     return table, edge, center
 
 
-def center_pieces(parts: dict, config: DPA1Config) -> list:
+def center_pieces(parts: dict, config: DPA1Config, attention: str = "blocks") -> list:
     """``parts`` of :func:`center_inputs` cut into chunks of centers (a list of dicts).
 
     One piece on accelerators, in traced programs and for small ``N``; on CPU
-    pieces whose largest temporary is about :data:`CHUNK_BYTES`.
+    pieces whose largest temporary is about :data:`CHUNK_BYTES`. Ragged parts
+    (``"pairs"``, ``"buckets"``) are cut by :func:`~graphdesc.descriptor.ragged.ragged_cuts`:
+    a piece's center rows with its centers' edge rows.
     """
     g = parts["g"]
-    sizes = _chunk_sizes(g.shape[0], g.shape[1], config, g)
+    if attention == "blocks":
+        sizes = _chunk_sizes(g.shape[0], g.shape[1], config, g)
+        if len(sizes) == 1:
+            return [parts]
+        return [dict(zip(parts, piece)) for piece in zip(*(B.split_rows(t, sizes) for t in parts.values()))]
+    slots = parts["slots"]
+    if not _chunked(g) or B.is_symbolic_int(slots.shape[0]):
+        return [parts]
+    counts = B.to_numpy(slots)
+    budget = CHUNK_BYTES * 8 // B.namespace(g).finfo(g.dtype).bits
+    sizes = ragged_cuts(counts, attention, config.attn, config.ng, budget)
     if len(sizes) == 1:
         return [parts]
-    return [dict(zip(parts, piece)) for piece in zip(*(B.split_rows(t, sizes) for t in parts.values()))]
+    bounds = np.cumsum([0] + sizes)
+    edge_sizes = np.add.reduceat(counts, bounds[:-1]).tolist() if counts.size else []
+    cut = {k: B.split_rows(v, edge_sizes if k in EDGE_ROWS else sizes) for k, v in parts.items()}
+    return [{k: cut[k][i] for k in parts} for i in range(len(sizes))]
 
 
-def center_outputs(params: dict, config: DPA1Config, table, parts: dict):
+def center_outputs(params: dict, config: DPA1Config, table, parts: dict, *, attention: str = "blocks",
+                   static: bool = False):
     """The block stage on a piece of :func:`center_inputs`' ``parts`` with ``C`` centers:
-    attention, contraction and readout, ``(descriptor (C, ng*M [+ dt]), rot_mat (C, ng, 3))``."""
-    gr, total = _center_stage(params, config, parts["g"], parts["rows"], parts["sw"], parts["valid"],
-                              parts.get("u"), want_sum="pad" in parts)
+    attention, contraction and readout, ``(descriptor (C, ng*M [+ dt]), rot_mat (C, ng, 3))``
+    (in the piece's row order). ``attention`` and ``static`` as given to :func:`center_inputs`."""
+    want_sum = "pad" in parts
+    if attention == "pairs":
+        gr, total = pair_stage(params, config, parts, static=static, want_sum=want_sum)
+    else:
+        blocks = parts if attention == "blocks" else _bucket_blocks(parts, config, static)
+        gr, total = _center_stage(params, config, blocks["g"], blocks["rows"], blocks["sw"], blocks["valid"],
+                                  blocks.get("u"), want_sum=want_sum)
     gr = gr / config.sel  # (C, ng, 4)
     if "pad" in parts:  # DeePMD's rows over empty slots and its davg shift (DPA1_MATH S2)
         gr = gr - (total + parts["pad"])[:, :, None] * parts["shift"][:, None, :] / config.sel
@@ -201,13 +242,36 @@ def chunk_rows(width: int, attn: int, chunk_elements: int) -> int:
 
 def _chunk_sizes(n, width, config: DPA1Config, like) -> list:
     """Chunk sizes over ``n`` centers: ``[n]`` on accelerators, in traced programs and for small ``n``."""
-    if B.is_traced(like) or not B.on_cpu(like) or B.is_symbolic_int(n) or B.is_symbolic_int(width):
+    if not _chunked(like) or B.is_symbolic_int(n) or B.is_symbolic_int(width):
         return [n]
     chunk = chunk_rows(width, config.attn, CHUNK_BYTES * 8 // B.namespace(like).finfo(like.dtype).bits)
     if n <= chunk:
         return [n]
     full, rest = divmod(n, chunk)
     return [chunk] * full + ([rest] if rest else [])
+
+
+def _chunked(like) -> bool:
+    """Whether the block stage runs in chunks: eager, on the CPU."""
+    return not B.is_traced(like) and B.on_cpu(like)
+
+
+def _bucket_blocks(piece: dict, config: DPA1Config, static: bool) -> dict:
+    """A ragged piece stacked into blocks as wide as its widest center (at least 2; ``sel`` when static):
+    ``g (C, w, ng)``, ``rows (C, w, 4)``, ``sw (C, w, 1)``, ``valid (C, w)``, ``u (C, w, 3)``."""
+    xp = B.namespace(piece["g"])
+    slots, r = piece["slots"], piece["g"].shape[0]
+    center = piece_centers(slots, r)
+    first = xp.cumulative_sum(slots) - slots
+    width = config.sel if static else None
+    if width is None:
+        two = xp.full((1,), 2, dtype=slots.dtype, device=B.device(slots))
+        width = B.to_size(xp.max(xp.concat([slots, two])), minimum=2)
+    blocks = Blocks(piece["valid"], center, slots.shape[0], piece["g"].dtype, width=width,
+                    slot=B.arange(r, slots) - B.gather(first, center))
+    out = {k: blocks.stack(piece[k]) for k in ("g", "rows", "sw", "u") if k in piece}
+    out["valid"] = blocks.valid
+    return out
 
 
 def _center_stage(params, config: DPA1Config, g, rows, sw, valid, u=None, *, want_sum: bool):
@@ -243,21 +307,23 @@ class Blocks:
     the rows that hold a real edge.
 
     Args:
-        graph: the graph; its ``dst`` are in ``[0, n)``.
+        mask: ``(E,)`` real edges; dst: ``(E,)`` their centers, in ``[0, n)``.
         n: the number of centers (local nodes).
-        static_nnei: ``sel`` for the shape-static layout, else None.
         dtype: float dtype of ``valid``'s intermediate.
+        static_nnei: ``sel`` for the shape-static layout, else None.
         width: the block width when it is known (a package's block stage hands
             its blocks' width back); it must be at least the largest degree.
+        slot: ``(E,)`` each edge's row in its center's block, when known (with ``width``).
     """
 
-    def __init__(self, graph, n, static_nnei, dtype, width=None):
-        xp = B.namespace(graph.edge_vec)
-        mask, dst = graph.edge_mask, graph.dst
+    def __init__(self, mask, dst, n, dtype, *, static_nnei=None, width=None, slot=None):
+        xp = B.namespace(dst)
         e = mask.shape[0]
         if static_nnei is not None:
             width = static_nnei
             slot = B.arange(e, dst) % width
+        elif slot is not None:
+            deg = None
         else:
             deg = segment_sum(xp.astype(mask, xp.int64), dst, n)  # (N,)
             if width is None:
@@ -407,6 +473,11 @@ def _deepmd_pad(params, config: DPA1Config, graph, atype, table):
     real = segment_sum(xp.astype(graph.edge_mask, table.dtype), graph.dst, n)
     empty = xp.maximum(config.sel - real, xp.zeros_like(real))
     return shift, empty[:, None] * g_pad
+
+
+def _check_attention(attention) -> None:
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {', '.join(map(repr, ATTENTION))}, got {attention!r}")
 
 
 def check_model_inputs(params, config: DPA1Config, graph, atype, *, static: bool, num_local=None) -> None:

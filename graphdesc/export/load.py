@@ -101,7 +101,8 @@ class Package:
             return dict(zip(OUTPUTS, self._programs[0](*inputs), strict=True))
         meta = self.metadata
         out = run_stages(*self._programs, inputs, n_grads=int(meta["grads"]), attn=int(meta["attn"]),
-                         chunk_elements=self.chunk_elements)
+                         chunk_elements=self.chunk_elements, attention=meta.get("attention", "blocks"),
+                         keys=meta["parts"].split(","), ng=self.config.descriptor.ng)
         return dict(zip(OUTPUTS, out, strict=True))
 
     def _check(self, inputs) -> None:

@@ -167,18 +167,34 @@ def export_programs(model, sample) -> tuple:
         parts = tuple(p.contiguous() for p in edges(*sample))
         grads = tuple(g.contiguous() for g in block(*parts))
     taken = {int(s) for p in parts for s in p.shape}
-    rows = next(c for c in range(3, parts[0].shape[0]) if c not in taken)
+    num_local = sample[0].shape[0]
+    rows = next(c for c in range(3, num_local) if c not in taken)
     chunk, width = Dim("C", min=1), Dim("W", min=2)
+    if model.attention == "blocks":
+        piece = tuple(p[:rows].contiguous() for p in parts)
 
-    def part_shapes(rows_dim):
-        return tuple({0: rows_dim, 1: width} if p.ndim == 3 or k == "valid" else {0: rows_dim}
-                     for k, p in zip(keys, parts))
+        def part_shapes(rows_dim, edge_dim):
+            return tuple({0: rows_dim, 1: width} if p.ndim == 3 or k == "valid" else {0: rows_dim}
+                         for k, p in zip(keys, parts))
+    else:  # ragged: edge rows, then center rows; the sample piece is centers [0, rows) with their edges
+        from ..descriptor.ragged import EDGE_ROWS
 
+        edge_rows = int(parts[keys.index("slots")][:rows].sum())
+        piece = tuple(p[:edge_rows if k in EDGE_ROWS else rows].contiguous() for k, p in zip(keys, parts))
+
+        def part_shapes(rows_dim, edge_dim):
+            return tuple({0: edge_dim if k in EDGE_ROWS else rows_dim} for k in keys)
+
+    edge_rows = Dim("R", min=0)
+    tail_sample = (*sample, *grads)
+    tail_shapes = (*shapes, {0: dims["L"]}, *part_shapes(dims["L"], edge_rows)[:n_grads])
+    if model.attention != "blocks":  # the ragged parts' edge of each row and node of each center row
+        tail_sample += tuple(parts[keys.index(k)] for k in ("edge", "center"))
+        tail_shapes += ({0: edge_rows}, {0: dims["L"]})
     programs = {
         "edges": _export(edges, sample, shapes),
-        "block": _export(block, tuple(p[:rows].contiguous() for p in parts), part_shapes(chunk)),
-        "tail": _export(tail, (*sample, *grads),
-                        (*shapes, {0: dims["L"]}, *part_shapes(dims["L"])[:n_grads])),
+        "block": _export(block, piece, part_shapes(chunk, Dim("Rc", min=0))),
+        "tail": _export(tail, tail_sample, tail_shapes),
     }
     return programs, keys, n_grads
 
@@ -232,6 +248,7 @@ def export_package(model, path, *, device: str = "cpu", dtype=None, progress=Non
         "inputs": ",".join(INPUTS), "outputs": ",".join(OUTPUTS),
         "programs": ",".join(programs), "parts": ",".join(keys), "grads": str(n_grads),
         "attn": str(model.config.descriptor.attn), "chunk_elements": str(chunk_elements),
+        "attention": model.attention, "ng": str(model.config.descriptor.ng),
     }
     options = {"aot_inductor.package": True,
                "aot_inductor.metadata": {META_PREFIX + k: v for k, v in meta.items()},

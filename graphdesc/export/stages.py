@@ -14,9 +14,17 @@ a package does the same with three compiled programs and a short loop:
 2. ``block(*rows a:b of parts) -> (atom_energy (C,), d energy / d part (C, ...) ...)``:
    attention, contraction, readout and fitting on ``C`` centers, and their
    gradient w.r.t. the differentiable parts; run on chunks of centers.
-3. ``tail(atype, ..., ghost_atype, atom_energy (L,), *d parts) -> outputs``:
+3. ``tail(atype, ..., ghost_atype, atom_energy (L,), *d parts[, edge, center]) -> outputs``:
    the edge stage again, its backward from the gathered part gradients to
    ``edge_vec``, then force and virial assembly (schema outputs).
+
+With ``attention="pairs"`` or ``"buckets"`` the parts are ragged
+(:mod:`graphdesc.descriptor.ragged`): the edge rows ``(R, ...)`` come first,
+then the center rows ``(L, ...)``; a chunk is centers ``a:b`` with their edge
+rows ``o[a]:o[b]`` (``o`` the running sum of ``slots``), cut by
+:func:`~graphdesc.descriptor.ragged.ragged_cuts`. Atom energies come back in
+row order; the tail, also given the parts ``edge (R,)`` and ``center (L,)``,
+puts them in node order and the edge rows' gradients on their edges.
 
 The tail recomputes the edge stage instead of keeping its activations
 between programs (a few % of the time; the attention dominates). Every
@@ -41,13 +49,14 @@ def stage_functions(model):
     import torch
 
     from ..descriptor.graph_path import Blocks, center_inputs, edge_stage
+    from ..descriptor.ragged import to_node_order
     from ..graph.container import NeighborGraph
     from ..graph.forces import edge_force_virial
     from ..model import frame_energy, with_ghosts
     from ..model.energy import center_energy
 
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
-    params, config = frozen.params(), frozen.config
+    params, config, attention = frozen.params(), frozen.config, frozen.attention
     desc_params, desc_config = params["descriptor"], config.descriptor
     keys = None  # set below from the parts' own order
 
@@ -57,7 +66,7 @@ def stage_functions(model):
     def parts_of(atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype):
         graph, nodes = _graph(atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype)
         return center_inputs(desc_params, desc_config, graph, nodes, deepmd_compat=config.deepmd_compat,
-                             num_local=atype.shape[0])[1]
+                             num_local=atype.shape[0], attention=attention)[1]
 
     def edges(*inputs):
         parts = parts_of(*inputs)
@@ -67,19 +76,26 @@ def stage_functions(model):
         with torch.enable_grad():
             piece = {k: v.detach().requires_grad_(True) if i < n_grads else v
                      for i, (k, v) in enumerate(zip(keys, values))}
-            atom_e = center_energy(params, config, piece)
+            atom_e = center_energy(params, config, piece, attention=attention)
             grads = torch.autograd.grad(atom_e.sum(), [piece[k] for k in keys[:n_grads]], allow_unused=True,
                                         materialize_grads=True)
         return (atom_e.detach(), *grads)
 
     def tail(atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype, atom_e, *grads):
         num_local = atype.shape[0]
+        if attention != "blocks":  # ragged: the parts' edge of each edge row and node of each center row come last
+            *grads, rows, center = grads
+            atom_e = to_node_order(atom_e, center)  # row order -> node order
         with torch.enable_grad():
             vec = edge_vec.detach().requires_grad_(True)
             graph, nodes = _graph(atype, edge_index, vec, edge_mask, n_node, ghost_atype)
             _, edge, _ = edge_stage(desc_params, desc_config, graph, nodes, num_local=num_local)
-            blocks = Blocks(graph, num_local, None, vec.dtype, width=grads[0].shape[1])
-            (g,) = torch.autograd.grad([edge[k] for k in keys[:n_grads]], vec, [blocks.unstack(d) for d in grads],
+            if attention == "blocks":
+                blocks = Blocks(graph.edge_mask, graph.dst, num_local, vec.dtype, width=grads[0].shape[1])
+                d_edge = [blocks.unstack(d) for d in grads]
+            else:  # edge rows -> edges
+                d_edge = [torch.zeros_like(edge[k]).index_add(0, rows, d) for k, d in zip(keys, grads)]
+            (g,) = torch.autograd.grad([edge[k] for k in keys[:n_grads]], vec, d_edge,
                                        allow_unused=True, materialize_grads=True)
         n = nodes.shape[0]
         force, atom_virial, virial = edge_force_virial(g.detach(), graph.replace(edge_vec=edge_vec), n, num_local)
@@ -115,7 +131,8 @@ def chunk_rows(num_local: int, width: int, attn: int, chunk_elements: int) -> in
     return max(num_local, 1) if chunk_elements <= 0 else rows(width, attn, chunk_elements)
 
 
-def run_stages(edges, block, tail, inputs, *, n_grads: int, attn: int, chunk_elements: int):
+def run_stages(edges, block, tail, inputs, *, n_grads: int, attn: int, chunk_elements: int,
+               attention: str = "blocks", keys=(), ng: int = 0):
     """The package's outputs from its three programs (see the module doc).
 
     Args:
@@ -123,23 +140,40 @@ def run_stages(edges, block, tail, inputs, *, n_grads: int, attn: int, chunk_ele
         inputs: the schema's six tensors, contiguous.
         n_grads: how many of ``edges``' outputs are differentiable (first).
         attn, chunk_elements: see :func:`chunk_rows`.
+        attention: the parts' layout; ragged ones (``"pairs"``, ``"buckets"``)
+            also need the parts' names ``keys`` and the embedding width ``ng``.
 
     Returns:
         the schema's outputs, a tuple (``energy``, ``atom_energy``, ``force``, ``virial``, ``atom_virial``).
     """
+    import numpy as np
     import torch
 
+    from ..descriptor.ragged import EDGE_ROWS, ragged_cuts
+
     parts = list(edges(*inputs))
-    num_local, width = inputs[0].shape[0], parts[0].shape[1]
+    num_local = inputs[0].shape[0]
     atom_e = torch.empty(num_local, dtype=parts[0].dtype, device=parts[0].device)
     # contiguous, whatever layout the edge program chose for the parts: the tail reads
     # its inputs with the (contiguous) strides it was traced with
     grads = [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in parts[:n_grads]]
-    rows = chunk_rows(num_local, width, attn, chunk_elements)
-    for start in range(0, num_local, rows):
-        out = block(*(p[start:start + rows].contiguous() for p in parts))
-        atom_e[start:start + rows] = out[0]
-        for grad, piece in zip(grads, out[1:]):
-            grad[start:start + rows] = piece
+    extra = []  # the tail's further inputs
+    if attention == "blocks":
+        rows = chunk_rows(num_local, parts[0].shape[1], attn, chunk_elements)
+        centers = edge_rows = list(range(0, num_local, rows)) + [num_local]
+        is_edge = [False] * len(parts)
+    else:
+        extra = [parts[list(keys).index(k)] for k in ("edge", "center")]
+        slots = parts[list(keys).index("slots")].cpu().numpy()
+        cuts = ragged_cuts(slots, attention, attn, ng, chunk_elements if chunk_elements > 0 else 0)
+        centers = np.cumsum([0] + cuts).tolist()
+        edge_rows = np.concatenate([[0], np.cumsum(slots)])[centers].tolist()
+        is_edge = [k in EDGE_ROWS for k in keys]
+    for i in range(len(centers) - 1):
+        bounds = [(edge_rows[i], edge_rows[i + 1]) if e else (centers[i], centers[i + 1]) for e in is_edge]
+        out = block(*(p[a:b].contiguous() for p, (a, b) in zip(parts, bounds)))
+        atom_e[centers[i]:centers[i + 1]] = out[0]
+        for grad, piece, (a, b) in zip(grads, out[1:], bounds):
+            grad[a:b] = piece
     del parts  # the edge stage's blocks are not needed by the tail
-    return tail(*inputs, atom_e, *grads)
+    return tail(*inputs, atom_e, *grads, *extra)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .. import _backend as B
 from ..descriptor import init_params
-from ..descriptor.graph_path import center_inputs, center_outputs, center_pieces
+from ..descriptor.graph_path import center_inputs, center_outputs, center_pieces, in_node_order
 from ..descriptor.nets import type_table
 from ..graph.container import NeighborGraph
 from ..graph.validate import node_frame
@@ -34,7 +34,7 @@ def init_model_params(config: EnergyConfig, seed: int = 0) -> dict:
 
 
 def atom_energy(params: dict, config: EnergyConfig, graph: NeighborGraph, atype, *, static: bool = False,
-                num_local=None):
+                num_local=None, attention: str = "blocks"):
     """Atom energies ``(L,)`` of the local nodes of ``graph`` (every node, ``L = N``, without ghosts).
 
     Args:
@@ -45,14 +45,16 @@ def atom_energy(params: dict, config: EnergyConfig, graph: NeighborGraph, atype,
         num_local: ``L`` when nodes ``[L, N)`` are ghosts (see
             :func:`~graphdesc.descriptor.dpa1_graph`); ghosts have no atom
             energy (:func:`with_ghosts` gives them 0).
+        attention: the block stage's layout (see :func:`~graphdesc.descriptor.dpa1_graph`).
     """
-    _, pieces, energy_of = atom_energy_stages(params, config, graph, atype, static=static, num_local=num_local)
+    parts, pieces, energy_of = atom_energy_stages(params, config, graph, atype, static=static, num_local=num_local,
+                                                  attention=attention)
     out = [energy_of(piece) for piece in pieces]
-    return B.namespace(out[0]).concat(out) if len(out) > 1 else out[0]
+    return in_node_order(B.namespace(out[0]).concat(out) if len(out) > 1 else out[0], parts)
 
 
 def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph, atype, *, static: bool = False,
-                       num_local=None):
+                       num_local=None, attention: str = "blocks"):
     """:func:`atom_energy` split into its edge stage and independent pieces of centers.
 
     Arguments as for :func:`atom_energy`. Returns ``(parts, pieces, energy_of)``:
@@ -60,7 +62,8 @@ def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph,
     :func:`~graphdesc.descriptor.graph_path.center_inputs`), the same cut into
     chunks of centers (``pieces``, a list of dicts; one on accelerators and when
     traced), and ``energy_of(piece) -> (C,)``, the atom energies of a piece's
-    ``C`` centers. Concatenated over ``pieces`` they are :func:`atom_energy`.
+    ``C`` centers. Concatenated over ``pieces`` they are the atom energies in
+    the parts' row order; ``in_node_order(energies, parts)`` is :func:`atom_energy`.
     A piece depends on the edges only through its own ``parts`` rows, so the
     torch shell differentiates one piece at a time (forces at the memory of one piece).
     """
@@ -68,25 +71,27 @@ def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph,
         raise TypeError(f"config must be an EnergyConfig, got {type(config).__name__}")
     desc_config, desc_params = config.descriptor, params["descriptor"]
     table, parts = center_inputs(desc_params, desc_config, graph, atype, deepmd_compat=config.deepmd_compat,
-                                 static=static, num_local=num_local)
+                                 static=static, num_local=num_local, attention=attention)
 
     def energy_of(piece):
-        return center_energy(params, config, piece, table)
+        return center_energy(params, config, piece, table, attention=attention, static=static)
 
-    return parts, center_pieces(parts, desc_config), energy_of
+    return parts, center_pieces(parts, desc_config, attention), energy_of
 
 
-def center_energy(params: dict, config: EnergyConfig, piece: dict, table=None):
-    """Atom energies ``(C,)`` of a piece of ``C`` centers of the block stage's inputs.
+def center_energy(params: dict, config: EnergyConfig, piece: dict, table=None, *, attention: str = "blocks",
+                  static: bool = False):
+    """Atom energies ``(C,)`` of a piece of ``C`` centers of the block stage's inputs, in its row order.
 
     Args:
         params, config: the model.
         piece: rows of :func:`~graphdesc.descriptor.graph_path.center_inputs`' ``parts``.
         table: the type embedding table ``(ntypes, dt)``; default computed from ``params``.
+        attention, static: as the parts were made with.
     """
     desc_config, desc_params = config.descriptor, params["descriptor"]
     table = type_table(desc_params, desc_config) if table is None else table
-    descriptor, _ = center_outputs(desc_params, desc_config, table, piece)
+    descriptor, _ = center_outputs(desc_params, desc_config, table, piece, attention=attention, static=static)
     return fitting_energy(params["fitting"], config, descriptor, piece["atype"])
 
 

@@ -1,0 +1,107 @@
+"""DPA1's attention on center-edge pairs: the descriptor on the graph's own primitives.
+
+For a piece of the ragged layout (:mod:`graphdesc.descriptor.ragged`: ``C``
+centers, their ``R`` edge rows), :func:`~graphdesc.pairs.center_edge_pairs`
+lists every (query edge, key edge) pair of a center, ``P = sum deg^2`` of them
+(compact), or ``C sel^2`` with a ``pair_mask`` in the shape-static layout (jax
+jit). Each attention layer then forms, per pair, the scalar logit
+``q_a . k_b`` and, per query edge, ``sum_b w_ab v_b``:
+
+* logits are smoothed as on the block path, ``(q.k + 20) sw_a sw_b``, and
+  :func:`~graphdesc.segment.segment_softmax` normalizes them over each query's
+  keys with ``sel - deg`` signed phantom terms of logit 0 (after the shift);
+* weights times ``sw_a sw_b`` and the ``dotr`` gate ``u_a . u_b``;
+* the weighted values are summed per query edge by ``segment_sum``.
+
+Every per-pair quantity is a scalar: the gathered ``(P, attn)`` query, key and
+value rows are temporaries of one piece, and on CPU the pieces are cut so that
+they hold about :data:`~graphdesc.descriptor.graph_path.CHUNK_BYTES`
+(:func:`~graphdesc.descriptor.ragged.ragged_cuts`). The contraction
+``sum_j G_j (x) rows_j`` is a ``segment_sum`` over each center's edge rows.
+
+Nothing here shares code with the block path's attention (batched matmuls on
+``(C, width, width)`` blocks and ``masked_softmax``) beyond the projections,
+LayerNorm and the layer parameters, so the two cross-check each other.
+"""
+
+from __future__ import annotations
+
+from .. import _backend as B
+from ..pairs import center_edge_pairs
+from ..segment import segment_softmax, segment_sum
+from .config import DPA1Config
+from .nets import layer, layer_norm, unit_rows
+from .ragged import piece_centers
+
+__all__ = ["pair_stage"]
+
+SMOOTH_SHIFT = 20.0  # DeePMD's fixed logit shift of smooth attention (as graph_path.SMOOTH_SHIFT)
+
+
+def pair_stage(params, config: DPA1Config, piece: dict, *, static: bool, want_sum: bool):
+    """Attention layers and contraction on a ragged piece of ``C`` centers and ``R`` edge rows.
+
+    Args:
+        params: the descriptor's parameter tree.
+        piece: ``g (R, ng)``, ``rows (R, 4)``, ``sw (R, 1)``, ``valid (R,)``,
+            ``slots (C,)`` and with ``attn_dotr`` ``u (R, 3)``.
+        static: the rows are ``sel`` slots per center (``valid`` marks the real ones).
+        want_sum: also return the sum of ``G`` over each center's real rows.
+
+    Returns:
+        ``(G^T rows (C, ng, 4), sum of G over real rows (C, ng) or None)``.
+    """
+    g, valid, slots = piece["g"], piece["valid"], piece["slots"]
+    c, r = slots.shape[0], g.shape[0]
+    center = piece_centers(slots, r)  # (R,)
+    if config.attn_layer:
+        pairs = _pairs(config, piece, center, c, static)
+        for lp in params["attention"]:
+            g = _attention_layer(lp, config, g, valid, pairs)
+    total = segment_sum(g, center, c, mask=valid) if want_sum else None
+    outer = g[:, :, None] * piece["rows"][:, None, :]  # (R, ng, 4)
+    return segment_sum(outer, center, c, mask=valid), total
+
+
+def _pairs(config: DPA1Config, piece: dict, center, c, static: bool):
+    """The layer-independent pair quantities: ``(query (P,), key (P,), pair_mask (P,), sw_pair (P,) or None,
+    phantoms (R,) or None, post (P,) or None)``; ``post`` multiplies the softmax weights."""
+    xp = B.namespace(piece["g"])
+    valid, sw = piece["valid"], piece["sw"][:, 0]
+    query, key, pair_mask = center_edge_pairs(center, valid, c, static_nnei=config.sel if static else None)
+    sw_pair = phantoms = gate = None
+    if config.smooth_type_embedding:
+        sw_pair = B.gather(sw, query) * B.gather(sw, key)
+        real = segment_sum(xp.astype(valid, sw.dtype), center, c)  # (C,) real rows, in floating point
+        phantoms = B.gather(config.sel - real, center)  # (R,) each query's sel - deg
+    if config.attn_dotr:
+        u = piece["u"]
+        gate = xp.sum(B.gather(u, query) * B.gather(u, key), axis=-1)
+    factors = [f for f in (sw_pair, gate) if f is not None]
+    post = factors[0] * factors[1] if len(factors) == 2 else (factors[0] if factors else None)
+    return query, key, pair_mask, sw_pair, phantoms, post
+
+
+def _attention_layer(lp, config: DPA1Config, g, valid, pairs):
+    """One gated self-attention layer with residual and LayerNorm on edge rows: ``(R, ng) -> (R, ng)``."""
+    query, key, pair_mask, sw_pair, phantoms, post = pairs
+    h = config.attn
+    q, k, v = (g @ lp["in_w"][:, i * h : (i + 1) * h] + lp["in_b"][i * h : (i + 1) * h] for i in range(3))
+    if config.normalize:
+        q, k, v = unit_rows(q, valid, config.alpha), unit_rows(k, valid), unit_rows(v, valid)
+    else:
+        q = q * config.alpha
+    xp = B.namespace(g)
+    logits = xp.sum(B.gather(q, query) * B.gather(k, key), axis=-1)  # (P,)
+    rows = g.shape[0]
+    if config.smooth_type_embedding:
+        logits = (logits + SMOOTH_SHIFT) * sw_pair
+        w = segment_softmax(logits, query, rows, mask=pair_mask, phantom_count=phantoms, phantom_logit=0.0)
+    else:
+        w = segment_softmax(logits, query, rows, mask=pair_mask)
+    if post is not None:
+        w = w * post
+    # masked pairs have weight exactly 0 and finite values (the edge stage's masked rows are finite)
+    attended = segment_sum(w[:, None] * B.gather(v, key), query, rows)  # (R, attn)
+    y = layer({"w": lp["out_w"], "b": lp["out_b"]}, attended, "linear", resnet=False)
+    return layer_norm(g + y, lp["ln_w"], lp["ln_b"], config.ln_eps)
