@@ -5,17 +5,29 @@ One command regenerates the JSON, the Markdown table and the PNG plot::
     python benchmarks/bench_dpa1.py                  # CPU: results/dpa1_cpu.{json,md,png}
     python benchmarks/bench_dpa1.py --device cuda    # GPU: results/dpa1_cuda.{json,md,png}
     python benchmarks/bench_dpa1.py --quick          # small sizes only (a smoke run)
+    python benchmarks/bench_dpa1.py --uneven         # results/dpa1_uneven.*: the block-stage layouts on
+                                                     # uneven systems, next to homogeneous fcc Cu
 
 Model: DPA1 with attn_layer 2, attn 128, neuron [25, 50, 100], axis_neuron 16,
 tebd_dim 8, rcut 6 (smooth from 0.5), fitting [240, 240, 240]; one random
 model per (system, precision), built by DeePMD-kit (``deepmd.dpmodel``) when it
 is installed so that every path computes the same function. Systems: fcc Cu
 (a = 3.61 Å, sel 120) and diamond C (a = 3.567 Å, sel 180), periodic, with
-0.05 Å Gaussian jitter; the table reports the real neighbor counts.
+0.05 Å Gaussian jitter; the table reports the real neighbor counts. Uneven
+systems (``--uneven``), all Cu with the same model but ``sel`` 120 or 256:
+``cu-slab``, an 8-layer (4-cell) fcc (100) slab with 12 Å of vacuum;
+``cu-cluster``, a sphere of fcc Cu of diameter ``cells * a`` in a box with
+12 Å of vacuum; ``cu-dense``, fcc Cu with a spherical inclusion (radius a
+quarter of the box) of fcc Cu compressed to 0.74 of its lattice constant, so
+that its largest neighbor count is over twice the mean.
 
 Paths, each timed on the same inputs in its own subprocess:
 
-* ``graph``     -- graphdesc's EnergyModel, eager torch, on the compact graph;
+* ``graph``     -- graphdesc's EnergyModel, eager torch, on the compact graph
+  (one-width blocks, ``attention="blocks"``);
+* ``graph-buckets`` / ``graph-pairs`` -- the same with ``attention="buckets"``
+  (degree-ordered centers, each chunk's own block width) and ``"pairs"``
+  (center-edge pairs with ``segment_softmax``);
 * ``graph-pt2`` -- the same model exported to an AOTInductor package
   (``graphdesc export``; compiled once per precision, cached in ``--cache``);
 * ``dense``     -- graphdesc's dense reference path (``dpa1_dense`` on padded
@@ -44,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import pickle
@@ -54,13 +67,20 @@ import time
 import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PATHS = ("graph", "graph-pt2", "dense", "deepmd")
+PATHS = ("graph", "graph-pt2", "dense", "deepmd", "graph-buckets", "graph-pairs")
+ATTENTION = {"graph-buckets": "buckets", "graph-pairs": "pairs"}  # eager paths with another block-stage layout
 SYSTEMS = {
     # name: (lattice, lattice constant, sel, cells per side for the sweep, cells for --quick)
     "cu": ("fcc", 3.61, 120, (2, 3, 4, 6, 8, 10, 13, 16), (2, 3)),
     "diamond": ("diamond", 3.567, 180, (2, 3, 4, 6, 8, 10, 12), (2,)),
+    "cu-slab": ("slab", 3.61, 120, (4, 6, 8, 10), (4,)),
+    "cu-cluster": ("cluster", 3.61, 120, (4, 6, 8, 10), (4,)),
+    "cu-dense": ("dense", 3.61, 256, (8, 10), (8,)),
 }
+UNEVEN = dict(systems="cu,cu-slab,cu-cluster,cu-dense", paths="graph,graph-buckets,graph-pairs",
+              precisions="float64", sizes={"cu": (3, 4, 6, 8)})
 RCUT, RCUT_SMTH, JITTER = 6.0, 0.5, 0.05
+VACUUM, SLAB_CELLS, DENSE_SCALE = 12.0, 4, 0.74
 SLOW_CALL_S = 20.0  # calls slower than this are timed twice, not --repeats times
 
 
@@ -73,15 +93,42 @@ def deepmd_params(sel: int, precision: str) -> dict:
             "fitting_net": {"neuron": [240, 240, 240], "precision": precision, "seed": 2}}
 
 
+@functools.lru_cache(maxsize=None)
 def system_positions(system: str, cells: int):
-    """``(positions (N, 3), cell (3, 3))`` of ``cells^3`` conventional cells of ``system``, float64 numpy."""
+    """``(positions (N, 3), cell (3, 3))`` of ``system`` at size ``cells``, float64 numpy, periodic cell.
+
+    ``cu``/``diamond``: ``cells^3`` conventional cells. ``cu-slab``: ``cells x cells x 4`` cells and
+    :data:`VACUUM` Å above. ``cu-cluster``: the atoms of a ``cells^3`` block within ``cells * a / 2`` of
+    its center, :data:`VACUUM` Å from the box's faces. ``cu-dense``: ``cells^3`` cells whose atoms within
+    ``cells * a / 4`` of the center (plus 1 Å) are replaced by a lattice scaled by :data:`DENSE_SCALE`.
+    """
     import numpy as np
 
     from graphdesc.examples import diamond_positions, fcc_positions
 
     lattice, a = SYSTEMS[system][:2]
-    positions = (fcc_positions if lattice == "fcc" else diamond_positions)(cells, a, jitter=JITTER, seed=1)
-    return positions, np.eye(3) * a * cells
+    if lattice == "diamond":
+        return diamond_positions(cells, a, jitter=JITTER, seed=1), np.eye(3) * a * cells
+    block = fcc_positions(cells, a, jitter=JITTER, seed=1)
+    side = a * cells
+    if lattice == "fcc":
+        return block, np.eye(3) * side
+    if lattice == "slab":
+        slab = fcc_positions(max(cells, SLAB_CELLS), a, jitter=JITTER, seed=1)
+        keep = np.all(slab < np.array([side, side, a * SLAB_CELLS]) - a / 4, axis=1)  # whole layers only
+        return slab[keep], np.diag([side, side, a * SLAB_CELLS + VACUUM])
+    center = np.full(3, side / 2)
+    if lattice == "cluster":
+        sphere = block[np.linalg.norm(block - center, axis=1) < side / 2]
+        return sphere + VACUUM / 2, np.eye(3) * (side + VACUUM)
+    # dense: the inclusion's lattice fills the sphere, the host lattice keeps 1 A away from it
+    radius = side / 4
+    dense_cells = int(np.ceil(side / (a * DENSE_SCALE)))
+    inner = fcc_positions(dense_cells, a * DENSE_SCALE, jitter=JITTER, seed=2)
+    inner = inner - inner.mean(axis=0) + center
+    inner = inner[np.linalg.norm(inner - center, axis=1) < radius]
+    outer = block[np.linalg.norm(block - center, axis=1) > radius + 1.0]
+    return np.concatenate([outer, inner]), np.eye(3) * side
 
 
 def model_flops(config, degrees) -> float:
@@ -205,12 +252,13 @@ def child(args) -> dict:
             force = torch.zeros(1, n, 3, dtype=ext_force.dtype, device=device).index_add_(1, mapping[0], ext_force)
             return out["energy"].reshape(()), force[0]
     else:
-        model = EnergyModel(config, params).to(device=device, dtype=dtype).eval()
+        model = EnergyModel(config, params, attention=ATTENTION.get(args.path, "blocks")).to(device=device,
+                                                                                            dtype=dtype).eval()
 
         def build():
             return build_graph(pos_t, RCUT, cell=cell_t, pbc=True)
 
-        if args.path == "graph":
+        if args.path == "graph" or args.path in ATTENTION:
             def call(graph):
                 out = model(graph, atype)
                 return out["energy"].reshape(()), out["force"]
@@ -257,7 +305,7 @@ def child(args) -> dict:
     np.save(args.force_out, force.detach().cpu().numpy())
     flops = model_flops(config, degrees)
     seconds = float(np.median(times))
-    return dict(system=args.system, precision=args.precision, path=args.path, atoms=n,
+    return dict(system=args.system, precision=args.precision, path=args.path, atoms=n, cells=args.cells,
                 neighbors_mean=float(np.mean(degrees)), neighbors_max=int(max(degrees)), sel=sel,
                 build_ms=1e3 * float(np.median(build_times)), calls=len(times), seconds=seconds,
                 us_per_atom=1e6 * seconds / n, peak_mib=peak.bytes / 2**20, peak_kib_per_atom=peak.bytes / 1024 / n,
@@ -440,7 +488,8 @@ def sweep(args) -> dict:
             last = dict.fromkeys(paths)
             stopped = set()
             # size by size, every path in turn: the paths compared at one size run minutes apart, not an hour
-            for cells in args.sizes or SYSTEMS[system][4 if args.quick else 3]:
+            default = UNEVEN["sizes"].get(system, SYSTEMS[system][3]) if args.uneven else SYSTEMS[system][3]
+            for cells in args.sizes or (SYSTEMS[system][4] if args.quick else default):
                 atoms = _atoms(system, cells)
                 for path in paths:
                     if path in stopped:
@@ -488,7 +537,7 @@ def _cross_check(row, rows, force_dir) -> None:
                 (r["system"], r["precision"], r["atoms"]) == (row["system"], row["precision"], row["atoms"])), None)
     if ref is None or row["path"] == "graph":
         return
-    cells = round((row["atoms"] / _atoms(row["system"], 1)) ** (1 / 3))
+    cells = row.get("cells") or round((row["atoms"] / _atoms(row["system"], 1)) ** (1 / 3))
     files = [os.path.join(force_dir, f"{row['system']}-{row['precision']}-{cells}-{path}.npy")
              for path in ("graph", row["path"])]
     if not all(os.path.exists(f) for f in files):  # a kept row measured on another machine: its check stays
@@ -499,8 +548,8 @@ def _cross_check(row, rows, force_dir) -> None:
 
 
 def _atoms(system: str, cells: int) -> int:
-    """Atoms in ``cells`` cubic cells per side of ``system`` (4 per fcc cell, 8 per diamond cell)."""
-    return (4 if SYSTEMS[system][0] == "fcc" else 8) * cells**3
+    """Atoms of ``system`` at size ``cells``."""
+    return len(system_positions(system, cells)[0])
 
 
 def _predicted_over(last, atoms, args):
@@ -532,7 +581,8 @@ def summary(result: dict) -> str:
     by = {(r["system"], r["precision"], r["atoms"], r["path"]): r for r in rows}
     head = ("| system | precision | atoms | neighbors | " + " | ".join(f"{p} ms/atom" for p in paths)
             + " | " + " | ".join(f"{p} MiB/atom" for p in paths) + " |")
-    ratios = [("deepmd", "graph"), ("deepmd", "graph-pt2"), ("dense", "graph")]
+    ratios = [("deepmd", "graph"), ("deepmd", "graph-pt2"), ("dense", "graph"), ("graph", "graph-buckets"),
+              ("graph", "graph-pairs")]
     ratios = [(a, b) for a, b in ratios if a in paths and b in paths]
     head += "".join(f" {a} / {b} time |" for a, b in ratios)
     lines = [head, "|" + "---|" * 4 + "---:|" * (2 * len(paths) + len(ratios))]
@@ -583,7 +633,7 @@ def plot(result: dict, filename: str) -> None:
     rows = result["rows"]
     systems = sorted({r["system"] for r in rows}, key=list(SYSTEMS).index)
     fig, axes = plt.subplots(2, len(systems), figsize=(6 * len(systems), 8), squeeze=False)
-    colors = dict(zip(PATHS, ("C0", "C2", "C1", "C3")))
+    colors = dict(zip(PATHS, ("C0", "C2", "C1", "C3", "C4", "C5")))
     for col, system in enumerate(systems):
         for precision, style in (("float64", "-o"), ("float32", "--s")):
             for path in PATHS:
@@ -620,6 +670,8 @@ def main(argv=None) -> int:
     parser.add_argument("--precisions", default="float64,float32")
     parser.add_argument("--paths", default=",".join(PATHS), help="comma list of: " + ", ".join(PATHS))
     parser.add_argument("--quick", action="store_true", help="the smallest sizes only")
+    parser.add_argument("--uneven", action="store_true",
+                        help="the block-stage layouts on uneven systems and fcc Cu, float64 (results/dpa1_uneven)")
     parser.add_argument("--sizes", type=int, nargs="+", metavar="CELLS",
                         help="only these cells per side (with --into: only those points are replaced)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per point, at least (default 3)")
@@ -643,6 +695,9 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args)))
         return 0
+    if args.uneven:
+        args.systems, args.paths, args.precisions = UNEVEN["systems"], UNEVEN["paths"], UNEVEN["precisions"]
+        args.out = args.out or os.path.join(HERE, "results", "dpa1_uneven")
     args.systems = _choices(parser, "--systems", args.systems, SYSTEMS)
     args.precisions = _choices(parser, "--precisions", args.precisions, ("float64", "float32"))
     args.paths = _choices(parser, "--paths", args.paths, PATHS)

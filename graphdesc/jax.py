@@ -19,14 +19,15 @@ jax.tree_util.register_pytree_node(
 )
 
 
-def dpa1_jit(config: DPA1Config, *, deepmd_compat: bool = False, attention: str = "blocks"):
+def dpa1_jit(config: DPA1Config, *, deepmd_compat: bool = False, attention: str = "auto"):
     """A jitted ``f(params, graph, atype) -> (descriptor, rot_mat)``.
 
     ``graph`` must be in the shape-static layout (``graphdesc.graph.to_static``
     with ``config.sel``): sizes then depend only on ``N``, so one compilation
     serves every geometry with the same atom count. ``attention``: the block
-    stage's layout (see :func:`~graphdesc.descriptor.dpa1_graph`; ``"pairs"``
-    runs on the static layout's ``N sel^2`` masked pairs).
+    stage's layout (see :func:`~graphdesc.descriptor.dpa1_graph`; ``"auto"`` is
+    ``"blocks"`` under jit, ``"pairs"`` runs on the static layout's ``N sel^2``
+    masked pairs).
     """
     if not isinstance(config, DPA1Config):
         raise TypeError(f"config must be a DPA1Config, got {type(config).__name__}")
@@ -38,7 +39,7 @@ def dpa1_jit(config: DPA1Config, *, deepmd_compat: bool = False, attention: str 
     return descriptor
 
 
-def energy_jit(config: EnergyConfig, *, attention: str = "blocks"):
+def energy_jit(config: EnergyConfig, *, attention: str = "auto"):
     """A jitted ``f(params, graph, atype) -> dict`` of energies, forces and virials.
 
     Same outputs as :meth:`graphdesc.torch.EnergyModel.forward`; forces from

@@ -19,9 +19,8 @@ from torch import nn
 
 from . import _backend as B
 from .descriptor import DPA1Config, compute_stats, dpa1_graph, init_params, load_deepmd, params_to_deepmd
-from .descriptor.graph_path import in_node_order
+from .descriptor.graph_path import check_attention, in_node_order
 from .descriptor.params import tree_leaves, tree_map
-from .descriptor.ragged import ATTENTION
 from .graph.container import NeighborGraph
 from .graph.forces import edge_force_virial
 from .model import (EnergyConfig, atom_energy, atom_energy_stages, frame_energy, init_model_params, load_model,
@@ -113,7 +112,7 @@ class DPA1Descriptor(_ParamTree):
         self.config = config
 
     def forward(self, graph: NeighborGraph, atype: torch.Tensor, *, deepmd_compat: bool = False,
-                static: bool = False, attention: str = "blocks"):
+                static: bool = False, attention: str = "auto"):
         """``(descriptor (N, dim_out), rot_mat (N, ng, 3))``; see :func:`~graphdesc.descriptor.dpa1_graph`."""
         return dpa1_graph(self.params(), self.config, graph, atype, deepmd_compat=deepmd_compat, static=static,
                           attention=attention)
@@ -151,11 +150,11 @@ class EnergyModel(_ParamTree):
         params: a model tree ``{"descriptor", "fitting"}`` (any array library);
             default :func:`~graphdesc.model.init_model_params` with ``seed``.
         seed: initialization seed when ``params`` is None.
-        attention: the descriptor's block-stage layout, ``"blocks"``,
-            ``"buckets"`` or ``"pairs"`` (same numbers; see
+        attention: the descriptor's block-stage layout, ``"auto"`` (default),
+            ``"blocks"``, ``"buckets"`` or ``"pairs"`` (same numbers; see
             :func:`~graphdesc.descriptor.dpa1_graph`). An attribute: set
-            ``model.attention`` to switch; exported packages keep the one they
-            were exported with.
+            ``model.attention`` to switch; an exported package keeps the one
+            it was exported with (``"auto"``: buckets on CPU, blocks on CUDA).
 
     ``forward(graph, atype)`` returns a dict of ``energy (nf,)``,
     ``atom_energy (N,)`` and, with ``forces=True`` (default), ``force (N, 3)``,
@@ -164,11 +163,10 @@ class EnergyModel(_ParamTree):
     """
 
     def __init__(self, config: EnergyConfig, params: dict | None = None, *, seed: int = 0,
-                 attention: str = "blocks"):
+                 attention: str = "auto"):
         if not isinstance(config, EnergyConfig):
             raise TypeError(f"config must be an EnergyConfig, got {type(config).__name__}")
-        if attention not in ATTENTION:
-            raise ValueError(f"attention must be one of {', '.join(map(repr, ATTENTION))}, got {attention!r}")
+        check_attention(attention)
         params = init_model_params(config, seed) if params is None else params
         super().__init__(params, getattr(torch, config.precision), config.descriptor.trainable_ln)
         self.config = config

@@ -40,11 +40,12 @@ def model32_compat():
 
 @pytest.fixture(scope="module")
 def package32(model32_compat, tmp_path_factory):
-    """``model32_compat`` exported with degree buckets (ragged parts, centers in degree order)."""
+    """``model32_compat`` exported with one-width blocks (``package64``, exported with the default
+    ``"auto"`` on CPU, has degree buckets; ``package64_pairs`` the pair path)."""
     from graphdesc.export import export_package
 
     model = copy.deepcopy(model32_compat)
-    model.attention = "buckets"
+    model.attention = "blocks"
     path = export_package(model, tmp_path_factory.mktemp("pt2") / "m32.pt2")
     return load_package(path)
 
@@ -124,15 +125,19 @@ def test_package_chunks_equal_eager(package64, model64, chunk_elements, monkeypa
 
 @pytest.mark.parametrize("chunk_elements", [None, 1, 4000])
 @pytest.mark.parametrize("system", list(SYSTEMS))
-def test_pair_package_equals_eager(package64_pairs, model64, system, chunk_elements, monkeypatch):
+def test_pair_package_equals_eager(package64_pairs, package64, package32, model64, system, chunk_elements,
+                                   monkeypatch):
     """A package of the pair path (ragged parts: edge rows cut at center boundaries, per-center pair
-    chunks) gives the eager block path's numbers, one piece or in chunks of 1 or a few centers."""
+    chunks) gives the eager one-width block path's numbers, one piece or in chunks of 1 or a few centers."""
     assert package64_pairs.metadata["attention"] == "pairs"
+    assert package64.metadata["attention"] == "buckets" and package32.metadata["attention"] == "blocks"
+    eager = copy.deepcopy(model64[0])
+    eager.attention = "blocks"
     if chunk_elements is not None:
         monkeypatch.setattr(package64_pairs, "chunk_elements", chunk_elements)
     graph, atype = graph_of(SYSTEMS[system]())
     got = run_package(package64_pairs, graph, atype)
-    want = model64[0](graph, atype)
+    want = eager(graph, atype)
     for key in OUTPUTS:
         assert got[key].shape == want[key].shape, key
         err = (got[key] - want[key]).abs().max().item() if got[key].numel() else 0.0

@@ -57,13 +57,14 @@ from .ragged import ATTENTION, EDGE_ROWS, in_node_order, piece_centers, ragged_c
 from .readout import readout
 
 __all__ = ["dpa1_graph", "center_inputs", "edge_stage", "center_pieces", "center_outputs", "Blocks",
-           "check_model_inputs", "in_node_order"]
+           "check_model_inputs", "in_node_order", "attention_layout",
+           "check_attention"]
 
 SMOOTH_SHIFT = 20.0  # DeePMD's fixed logit shift of smooth attention
 
 
 def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
-               deepmd_compat: bool = False, static: bool = False, num_local=None, attention: str = "blocks"):
+               deepmd_compat: bool = False, static: bool = False, num_local=None, attention: str = "auto"):
     """The DPA1 descriptor of every node of ``graph``.
 
     Args:
@@ -90,12 +91,14 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
             order, each piece's blocks as wide as its own widest center (for
             uneven degrees: slabs, clusters, dense inclusions); ``"pairs"``,
             attention over :func:`~graphdesc.pairs.center_edge_pairs` with
-            ``segment_softmax`` (:mod:`graphdesc.descriptor.pair_path`).
+            ``segment_softmax`` (:mod:`graphdesc.descriptor.pair_path`);
+            ``"auto"`` (default), :func:`attention_layout`'s rule.
 
     Returns:
         ``(descriptor (L, ng*M [+ dt]), rot_mat (L, ng, 3))`` of the local
         nodes (``L = N`` without ghosts), in the graph's library and dtype.
     """
+    attention = attention_layout(attention, graph.edge_vec)
     table, parts = center_inputs(params, config, graph, atype, deepmd_compat=deepmd_compat, static=static,
                                  num_local=num_local, attention=attention)
     out = [center_outputs(params, config, table, piece, attention=attention, static=static)
@@ -106,7 +109,7 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
 
 
 def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
-                  deepmd_compat: bool = False, static: bool = False, num_local=None, attention: str = "blocks"):
+                  deepmd_compat: bool = False, static: bool = False, num_local=None, attention: str = "auto"):
     """The edge stage: everything each center's block stage reads, as per-center arrays.
 
     Arguments as for :func:`dpa1_graph`. Returns ``(table, parts)``: the type
@@ -129,9 +132,10 @@ def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype,
     With ``attention="pairs"`` or ``"buckets"`` the parts are in the ragged
     layout instead (:func:`~graphdesc.descriptor.ragged.ragged_parts`): the edge
     rows ``(R, F)`` sorted by center, ``valid (R,)``, ``slots (L,)`` and
-    ``center (L,)``, then the center rows in row order.
+    ``center (L,)``, then the center rows in row order. ``"auto"`` is
+    resolved by :func:`attention_layout`.
     """
-    _check_attention(attention)
+    attention = attention_layout(attention, graph.edge_vec)
     table, edge, center = edge_stage(params, config, graph, atype, deepmd_compat=deepmd_compat, static=static,
                                      num_local=num_local)
     n = center["atype"].shape[0]
@@ -475,9 +479,25 @@ def _deepmd_pad(params, config: DPA1Config, graph, atype, table):
     return shift, empty[:, None] * g_pad
 
 
-def _check_attention(attention) -> None:
-    if attention not in ATTENTION:
-        raise ValueError(f"attention must be one of {', '.join(map(repr, ATTENTION))}, got {attention!r}")
+def check_attention(attention) -> None:
+    """A clear error unless ``attention`` is ``"auto"`` or one of :data:`~graphdesc.descriptor.ragged.ATTENTION`."""
+    if attention not in ("auto", *ATTENTION):
+        raise ValueError(f"attention must be one of 'auto', {', '.join(map(repr, ATTENTION))}, got {attention!r}")
+
+
+def attention_layout(attention: str, like) -> str:
+    """The block-stage layout that ``attention`` names for arrays like ``like`` (the edge vectors).
+
+    ``"auto"`` is ``"buckets"`` where the block stage runs in chunks (eager, on the CPU): there the
+    degree buckets cost as much as one-width blocks on homogeneous crystals and save the padding of
+    uneven systems (``benchmarks/results/dpa1_uneven.md``); elsewhere (traced and compiled programs,
+    accelerators) the stage is one piece, whose width is the largest degree anyway: ``"blocks"``.
+    Any other value is returned as is, once checked.
+    """
+    check_attention(attention)
+    if attention != "auto":
+        return attention
+    return "buckets" if _chunked(like) else "blocks"
 
 
 def check_model_inputs(params, config: DPA1Config, graph, atype, *, static: bool, num_local=None) -> None:

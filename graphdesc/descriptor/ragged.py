@@ -37,6 +37,9 @@ ATTENTION = ("blocks", "buckets", "pairs")
 """The block stage's layouts: one-width blocks, degree buckets, center-edge pairs."""
 
 EDGE_ROWS = ("g", "rows", "sw", "u", "valid", "edge")
+
+BUCKET_GROWTH = 1.25
+"""A bucket's widest center has at most this many times the degree of its narrowest (degrees >= 2)."""
 """The keys of a ragged ``parts`` dict that hold edge rows ``(R, ...)``; the others hold center rows ``(L, ...)``."""
 
 
@@ -132,8 +135,8 @@ def ragged_cuts(slots, attention: str, attn: int, ng: int, chunk_elements: int) 
     width = np.maximum(slots, 2)
     per_center = width * np.maximum(width, attn)  # non-decreasing: slots ascend
     sizes, start = [], 0
-    while start < n:  # the longest run [start, stop) with (stop - start) * per_center[stop - 1] <= budget
-        lo, hi = start + 1, n
+    while start < n:  # the longest run [start, stop) within the budget and the width growth
+        lo, hi = start + 1, int(np.searchsorted(width, BUCKET_GROWTH * width[start], side="right"))
         while lo < hi:
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if (mid - start) * per_center[mid - 1] <= chunk_elements else (lo, mid - 1)

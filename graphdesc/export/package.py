@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import __version__
 from .schema import INPUTS, META_PREFIX, OUTPUTS, SCHEMA_VERSION
+from .stages import package_attention
 
 __all__ = ["trace_model", "export_program", "export_programs", "export_package", "sample_inputs"]
 
@@ -160,6 +161,7 @@ def export_programs(model, sample) -> tuple:
     from .stages import stage_functions
 
     edges, block, tail, keys, n_grads = stage_functions(model)
+    attention = package_attention(model, sample[2].device)
     dims, shapes = _input_dims()
     # contiguous samples: a compiled program reads its inputs with the strides of its
     # sample (a gradient of autograd's is often a transposed view), and callers pass contiguous ones
@@ -170,7 +172,7 @@ def export_programs(model, sample) -> tuple:
     num_local = sample[0].shape[0]
     rows = next(c for c in range(3, num_local) if c not in taken)
     chunk, width = Dim("C", min=1), Dim("W", min=2)
-    if model.attention == "blocks":
+    if attention == "blocks":
         piece = tuple(p[:rows].contiguous() for p in parts)
 
         def part_shapes(rows_dim, edge_dim):
@@ -188,7 +190,7 @@ def export_programs(model, sample) -> tuple:
     edge_rows = Dim("R", min=0)
     tail_sample = (*sample, *grads)
     tail_shapes = (*shapes, {0: dims["L"]}, *part_shapes(dims["L"], edge_rows)[:n_grads])
-    if model.attention != "blocks":  # the ragged parts' edge of each row and node of each center row
+    if attention != "blocks":  # the ragged parts' edge of each row and node of each center row
         tail_sample += tuple(parts[keys.index(k)] for k in ("edge", "center"))
         tail_shapes += ({0: edge_rows}, {0: dims["L"]})
     programs = {
@@ -220,6 +222,7 @@ def export_package(model, path, *, device: str = "cpu", dtype=None, progress=Non
     from torch._inductor.package import package_aoti
 
     from ..descriptor.graph_path import CHUNK_BYTES
+    from ..descriptor.ragged import BUCKET_GROWTH
 
     say = progress or (lambda msg: None)
     path = Path(path)
@@ -248,7 +251,8 @@ def export_package(model, path, *, device: str = "cpu", dtype=None, progress=Non
         "inputs": ",".join(INPUTS), "outputs": ",".join(OUTPUTS),
         "programs": ",".join(programs), "parts": ",".join(keys), "grads": str(n_grads),
         "attn": str(model.config.descriptor.attn), "chunk_elements": str(chunk_elements),
-        "attention": model.attention, "ng": str(model.config.descriptor.ng),
+        "attention": package_attention(model, device), "ng": str(model.config.descriptor.ng),
+        "bucket_growth": repr(BUCKET_GROWTH),
     }
     options = {"aot_inductor.package": True,
                "aot_inductor.metadata": {META_PREFIX + k: v for k, v in meta.items()},

@@ -36,7 +36,17 @@ from __future__ import annotations
 
 import copy
 
-__all__ = ["stage_functions", "run_stages", "chunk_rows"]
+__all__ = ["stage_functions", "run_stages", "chunk_rows", "package_attention"]
+
+
+def package_attention(model, device) -> str:
+    """The block-stage layout of ``model``'s package for ``device``: the model's, with ``"auto"``
+    resolved as eager resolves it there (buckets on CPU, where the package runs in chunks; blocks elsewhere)."""
+    import torch
+
+    if model.attention != "auto":
+        return model.attention
+    return "buckets" if torch.device(device).type == "cpu" else "blocks"
 
 
 def stage_functions(model):
@@ -56,7 +66,8 @@ def stage_functions(model):
     from ..model.energy import center_energy
 
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
-    params, config, attention = frozen.params(), frozen.config, frozen.attention
+    params, config = frozen.params(), frozen.config
+    attention = package_attention(frozen, frozen.params()["descriptor"]["davg"].device)
     desc_params, desc_config = params["descriptor"], config.descriptor
     keys = None  # set below from the parts' own order
 

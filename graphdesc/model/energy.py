@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .. import _backend as B
 from ..descriptor import init_params
-from ..descriptor.graph_path import center_inputs, center_outputs, center_pieces, in_node_order
+from ..descriptor.graph_path import attention_layout, center_inputs, center_outputs, center_pieces, in_node_order
 from ..descriptor.nets import type_table
 from ..graph.container import NeighborGraph
 from ..graph.validate import node_frame
@@ -34,7 +34,7 @@ def init_model_params(config: EnergyConfig, seed: int = 0) -> dict:
 
 
 def atom_energy(params: dict, config: EnergyConfig, graph: NeighborGraph, atype, *, static: bool = False,
-                num_local=None, attention: str = "blocks"):
+                num_local=None, attention: str = "auto"):
     """Atom energies ``(L,)`` of the local nodes of ``graph`` (every node, ``L = N``, without ghosts).
 
     Args:
@@ -54,7 +54,7 @@ def atom_energy(params: dict, config: EnergyConfig, graph: NeighborGraph, atype,
 
 
 def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph, atype, *, static: bool = False,
-                       num_local=None, attention: str = "blocks"):
+                       num_local=None, attention: str = "auto"):
     """:func:`atom_energy` split into its edge stage and independent pieces of centers.
 
     Arguments as for :func:`atom_energy`. Returns ``(parts, pieces, energy_of)``:
@@ -70,6 +70,7 @@ def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph,
     if not isinstance(config, EnergyConfig):
         raise TypeError(f"config must be an EnergyConfig, got {type(config).__name__}")
     desc_config, desc_params = config.descriptor, params["descriptor"]
+    attention = attention_layout(attention, graph.edge_vec)
     table, parts = center_inputs(desc_params, desc_config, graph, atype, deepmd_compat=config.deepmd_compat,
                                  static=static, num_local=num_local, attention=attention)
 

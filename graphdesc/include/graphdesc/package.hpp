@@ -56,6 +56,7 @@ class Package {
     if (meta.count("graphdesc.attention")) attention_ = meta.at("graphdesc.attention");
     if (attention_ != "blocks") {
       ng_ = std::stoll(meta.at("graphdesc.ng"));
+      bucket_growth_ = std::stod(meta.at("graphdesc.bucket_growth"));
       std::stringstream names(meta.at("graphdesc.parts"));
       for (std::string name; std::getline(names, name, ',');) part_names_.push_back(name);
     }
@@ -103,12 +104,14 @@ class Package {
       }
       return sizes;
     }
-    // buckets: slots ascend; a piece of c centers costs c * w * max(w, attn), w = max(its last slots, 2)
+    // buckets: slots ascend; a piece of c centers costs c * w * max(w, attn), w = max(its last slots, 2),
+    // and ends before a width over bucket_growth times its first
     for (int64_t start = 0; start < n;) {
+      const double widest = bucket_growth_ * std::max<int64_t>(slots[start], 2);
       int64_t stop = start + 1;
       while (stop < n) {
         const int64_t w = std::max<int64_t>(slots[stop], 2);
-        if ((stop + 1 - start) * w * std::max(w, attn_) > chunk_elements_) break;
+        if (w > widest || (stop + 1 - start) * w * std::max(w, attn_) > chunk_elements_) break;
         ++stop;
       }
       sizes.push_back(stop - start);
@@ -171,6 +174,7 @@ class Package {
   std::unique_ptr<Loader> model_, edges_, block_, tail_;
   int n_grads_ = 0;
   int64_t attn_ = 0, chunk_elements_ = 0, ng_ = 0;
+  double bucket_growth_ = 1.0;
   std::string attention_ = "blocks";
   std::vector<std::string> part_names_;
 };

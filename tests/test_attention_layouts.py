@@ -1,0 +1,171 @@
+"""The block stage's three layouts (one-width blocks, degree buckets, center-edge pairs) agree, in pieces too.
+
+The parity matrix (``test_descriptor_parity.py``) checks every layout against the
+dense reference in one piece; here: any cut into pieces gives the same values,
+first and second derivatives (torch, float64, 1e-12), on a system whose
+degrees are uneven; the piece rule keeps its budget; jax's jitted energy
+model and the torch shell take the option; ``"auto"`` resolves as documented;
+a wrong name is a clear error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dpa1_cases import CONFIGS, make_config, make_system, random_params
+
+from graphdesc.descriptor import cast_params, dpa1_graph
+from graphdesc.descriptor.graph_path import attention_layout
+from graphdesc.descriptor.ragged import ATTENTION, BUCKET_GROWTH, ragged_cuts
+from graphdesc.graph import NeighborGraph, batch_graphs, build_graph
+
+TOL = 1e-12
+
+
+def _uneven_system(ntypes: int):
+    """A dense cluster next to sparse atoms (degrees 0 to ~30), and a small periodic cell, batched."""
+    rng = np.random.default_rng(7)
+    core = np.stack(np.meshgrid(*[np.arange(3.0)] * 3, indexing="ij"), -1).reshape(-1, 3) * 1.1
+    core = core + rng.normal(0, 0.05, core.shape)  # 27 atoms 1.1 A apart: degree 26
+    sparse = np.array([[8.0, 0, 0], [11.0, 0, 0], [11.0, 3.2, 0], [30.0, 0, 0]])
+    cell = np.diag([7.1, 7.3, 7.6])
+    frames = [(np.concatenate([core, sparse]), None, False), (rng.uniform(0, 1, (9, 3)) @ cell, cell, True)]
+    graph = batch_graphs([build_graph(p, 4.0, cell=c, pbc=b) for p, c, b in frames])
+    atype = rng.integers(0, ntypes, sum(len(f[0]) for f in frames))
+    deg = np.bincount(graph.dst, minlength=len(atype))
+    assert deg.max() >= 3 * np.percentile(deg, 25) and deg.min() == 0, deg
+    return graph, atype
+
+
+def _torch_graph(graph):
+    torch = pytest.importorskip("torch", reason="pieces and derivatives are checked with torch's autograd")
+    return NeighborGraph(*(torch.as_tensor(np.asarray(getattr(graph, k)))
+                           for k in ("edge_index", "edge_vec", "edge_mask", "n_node")))
+
+
+@pytest.mark.parametrize("config_name", list(CONFIGS))
+def test_layouts_agree_in_pieces_with_derivatives(monkeypatch, config_name):
+    """Every layout, whole or cut into pieces of one center or a few, gives the one-piece blocks' descriptor,
+    its gradient w.r.t. edge_vec and a second derivative (a force loss's), native and deepmd_compat."""
+    import torch
+
+    import graphdesc.descriptor.graph_path as gp
+
+    config = make_config(config_name)
+    params = cast_params(random_params(config, seed=3), torch.zeros(1, dtype=torch.float64))
+    graph, atype = _uneven_system(config.ntypes)
+    g, a = _torch_graph(graph), torch.as_tensor(atype)
+    weights = torch.as_tensor(np.random.default_rng(0).normal(size=(len(atype), config.dim_out)))
+
+    def run(attention, chunk_bytes, compat):
+        monkeypatch.setattr(gp, "CHUNK_BYTES", chunk_bytes)
+        vec = g.edge_vec.clone().requires_grad_(True)
+        d = dpa1_graph(params, config, g.replace(edge_vec=vec), a, deepmd_compat=compat, attention=attention)[0]
+        (grad,) = torch.autograd.grad((d * weights).sum(), vec, create_graph=True)
+        (second,) = torch.autograd.grad((grad * grad).sum(), vec, allow_unused=True, materialize_grads=True)
+        return [x.detach().numpy() for x in (d, grad, second)]
+
+    for compat in (False, True):
+        want = run("blocks", 2**40, compat)
+        assert np.abs(want[2]).max() > 0
+        for attention in ATTENTION:
+            for chunk_bytes in (1, 20_000, 2**40):
+                got = run(attention, chunk_bytes, compat)
+                for name, x, y in zip(("descriptor", "gradient", "second derivative"), got, want):
+                    # 1e-12 relative to the largest entry: the 1.1 A core makes second derivatives O(100)
+                    np.testing.assert_allclose(x, y, rtol=0, atol=TOL * max(1.0, np.abs(y).max()),
+                                               err_msg=f"{attention} {chunk_bytes} {name}")
+
+
+def test_pieces_are_really_cut(monkeypatch):
+    """With a small budget the ragged layouts run in several pieces, each a whole set of centers."""
+    import torch
+
+    import graphdesc.descriptor.graph_path as gp
+
+    config = make_config("default")
+    params = cast_params(random_params(config), torch.zeros(1, dtype=torch.float64))
+    graph, atype = _uneven_system(config.ntypes)
+    g, a = _torch_graph(graph), torch.as_tensor(atype)
+    monkeypatch.setattr(gp, "CHUNK_BYTES", 20_000)
+    for attention in ("buckets", "pairs"):
+        _, parts = gp.center_inputs(params, config, g, a, attention=attention)
+        pieces = gp.center_pieces(parts, config, attention)
+        assert len(pieces) > 2, attention
+        assert sum(p["slots"].shape[0] for p in pieces) == len(atype)
+        assert all(p["g"].shape[0] == int(p["slots"].sum()) for p in pieces)
+        if attention == "buckets":  # degree order, so each piece's centers are of one degree range
+            slots = parts["slots"].numpy()
+            assert np.all(np.diff(slots) >= 0)
+            for p in pieces:
+                s = p["slots"].numpy()
+                assert max(s.max(), 2) <= BUCKET_GROWTH * max(s.min(), 2)
+
+
+@pytest.mark.parametrize("attention", ["pairs", "buckets"])
+def test_ragged_cuts_keep_the_budget(attention):
+    rng = np.random.default_rng(1)
+    slots = np.sort(rng.integers(0, 200, 500)) if attention == "buckets" else rng.integers(0, 200, 500)
+    attn, ng, budget = 32, 16, 400_000
+    sizes = ragged_cuts(slots, attention, attn, ng, budget)
+    assert sum(sizes) == len(slots) and min(sizes) >= 1
+    bounds = np.cumsum([0] + sizes)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        s = slots[a:b]
+        if attention == "pairs":
+            cost = s * np.maximum(s * attn, 4 * ng)
+            assert cost[:-1].sum() <= budget  # a piece passes the budget by its last center at most
+        else:
+            w = max(s.max(), 2)
+            assert b - a == 1 or (b - a) * w * max(w, attn) <= budget
+    assert ragged_cuts(slots, attention, attn, ng, 0) == [len(slots)]
+    assert ragged_cuts(slots[:0], attention, attn, ng, budget) == [0]
+
+
+def test_auto_and_bad_names():
+    torch = pytest.importorskip("torch")
+    from graphdesc.model import EnergyConfig
+    from graphdesc.torch import EnergyModel
+
+    cpu = torch.zeros(3, dtype=torch.float64)
+    assert attention_layout("auto", cpu) == "buckets" and attention_layout("auto", np.zeros(3)) == "buckets"
+    assert attention_layout("pairs", cpu) == "pairs"
+    assert attention_layout("auto", torch.zeros(3, device="meta")) == "blocks"  # not on the CPU: one piece
+    config = make_config("default")
+    graph, atype, _ = make_system("cluster", config.ntypes)
+    with pytest.raises(ValueError, match="attention must be one of 'auto', 'blocks', 'buckets', 'pairs'"):
+        dpa1_graph(random_params(config), config, graph, atype, attention="dense")
+    with pytest.raises(ValueError, match="attention must be one of"):
+        EnergyModel(EnergyConfig(config), attention="pair")
+
+
+def test_energy_model_shells_take_the_layout():
+    """torch's EnergyModel (attribute ``attention``) and jax's jitted energy model give one-width blocks'
+    energies, forces and virials with every layout."""
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from graphdesc.graph import to_static
+    from graphdesc.jax import energy_jit
+    from graphdesc.model import EnergyConfig, init_model_params
+    from graphdesc.torch import EnergyModel
+
+    config = EnergyConfig(make_config("default"), neuron=(16, 16))
+    params = init_model_params(config, seed=2)
+    graph, atype = _uneven_system(2)
+    g, a = _torch_graph(graph), torch.as_tensor(atype)
+    want = EnergyModel(config, params, attention="blocks")(g, a)
+    static = to_static(graph, config.descriptor.sel)
+    sj = NeighborGraph(*(jnp.asarray(np.asarray(getattr(static, k)))
+                         for k in ("edge_index", "edge_vec", "edge_mask", "n_node")))
+    pj = cast_params(params, jnp.zeros(1))
+    for attention in ("auto", *ATTENTION):
+        model = EnergyModel(config, params, attention=attention)
+        got_t = model(g, a)
+        got_j = energy_jit(config, attention=attention)(pj, sj, jnp.asarray(atype))
+        for key in ("energy", "atom_energy", "force", "virial"):
+            for got in (got_t[key].detach().numpy(), np.asarray(got_j[key])):
+                np.testing.assert_allclose(got, want[key].detach().numpy(), rtol=0, atol=TOL,
+                                           err_msg=f"{attention} {key}")
