@@ -3,8 +3,9 @@
 Runs the test suite's case matrix (tests/dpa1_cases.py) and reports max
 absolute errors (float64):
 
-* graph path (compact and shape-static) vs the dense reference, per backend,
-  native and deepmd_compat semantics; cross-backend agreement with numpy;
+* graph path (compact and shape-static; one-width blocks, degree buckets and
+  center-edge pairs) vs the dense reference, per backend, native and
+  deepmd_compat semantics; cross-backend agreement with numpy;
 * graphdesc loaded from DeePMD-kit's serialized dict vs DeePMD-kit 3.2's
   dense ``call`` (deepmd.dpmodel), with random davg (compat) and davg = 0 (native);
 * rotation / translation / permutation invariance;
@@ -48,15 +49,19 @@ def graph_vs_dense():
                     p, a = cast_params(params, b.asarray(np.zeros(1))), b.asarray(atype)
                     dense = dpa1_dense(p, config, **{k: b.asarray(np.asarray(v)) for k, v in
                                                      dense_inputs(graph, atype, SEL).items()}, deepmd_compat=compat)
-                    outs = {"compact": dpa1_graph(p, config, convert(graph, b), a, deepmd_compat=compat),
-                            "static": dpa1_graph(p, config, convert(to_static(graph, SEL), b), a,
-                                                 deepmd_compat=compat, static=True)}
+                    outs = {}
+                    for att in ("blocks", "buckets", "pairs"):
+                        outs[f"compact {att}"] = dpa1_graph(p, config, convert(graph, b), a, deepmd_compat=compat,
+                                                            attention=att)
+                        outs[f"static {att}"] = dpa1_graph(p, config, convert(to_static(graph, SEL), b), a,
+                                                           deepmd_compat=compat, static=True, attention=att)
                     for layout, (d, r) in outs.items():
                         key = (bname, layout, "compat" if compat else "native")
                         err = max(np.abs(to_numpy(d) - to_numpy(dense[0])).max(),
                                   np.abs(to_numpy(r) - to_numpy(dense[1])).max())
                         worst[key] = max(worst.get(key, 0.0), float(err))
-                    cross = max(cross, float(np.abs(to_numpy(outs["compact"][0]) - ref[0]).max()))
+                    cross = max(cross, *(float(np.abs(to_numpy(outs[f"compact {att}"][0]) - ref[0]).max())
+                                         for att in ("blocks", "pairs")))
                     count += 1
     return worst, cross, count
 
@@ -73,8 +78,10 @@ def deepmd_parity():
             for system in PARITY_SYSTEMS:
                 graph, atype, frames = make_system(system, config.ntypes)
                 ref_d, ref_r, _ = deepmd_call(desc, graph, atype, frames)
-                d, r = dpa1_graph(params, cfg, graph, atype, deepmd_compat=davg)
-                err = float(max(np.abs(d - ref_d).max(), np.abs(r - ref_r).max()))
+                err = 0.0
+                for att in ("blocks", "buckets", "pairs"):
+                    d, r = dpa1_graph(params, cfg, graph, atype, deepmd_compat=davg, attention=att)
+                    err = max(err, float(max(np.abs(d - ref_d).max(), np.abs(r - ref_r).max())))
                 if davg:
                     compat = max(compat, err)
                 else:
@@ -125,14 +132,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     worst, cross, count = graph_vs_dense()
     print(f"graph vs dense: {len(CONFIGS)} configs x {len(SYSTEMS)} systems x 3 backends x 2 semantics "
-          f"({count} runs, each compact + static)\n")
+          f"({count} runs, each compact + static, blocks + buckets + pairs)\n")
     print("| backend | layout | semantics | max abs error |\n|---|---|---|---:|")
     for (b, layout, sem), err in sorted(worst.items()):
         print(f"| {b} | {layout} | {sem} | {err:.1e} |")
-    print(f"\ncross-backend (torch/jax vs numpy, compact): {cross:.1e}")
+    print(f"\ncross-backend (torch/jax vs numpy's one-width blocks, compact blocks and pairs): {cross:.1e}")
     compat, native, n = deepmd_parity()
-    print(f"\nDeePMD-kit 3.2 dpmodel, {n} config x system cases: deepmd_compat, random davg: {compat:.1e}; "
-          f"native, davg = 0: {native:.1e}")
+    print(f"\nDeePMD-kit 3.2 dpmodel, {n} config x system cases, every layout: deepmd_compat, random davg: "
+          f"{compat:.1e}; native, davg = 0: {native:.1e}")
     inv = invariances()
     print(f"rotation / translation / permutation: {inv:.1e}")
     rows = smoothness()

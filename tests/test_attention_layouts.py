@@ -127,10 +127,14 @@ def test_auto_and_bad_names():
     from graphdesc.model import EnergyConfig
     from graphdesc.torch import EnergyModel
 
-    cpu = torch.zeros(3, dtype=torch.float64)
-    assert attention_layout("auto", cpu) == "buckets" and attention_layout("auto", np.zeros(3)) == "buckets"
+    def graph_on(vec):
+        return NeighborGraph(np.zeros((2, 1), dtype=np.int64), vec, np.ones(1, dtype=bool), np.ones(1, dtype=np.int64))
+
+    cpu = graph_on(torch.zeros((1, 3), dtype=torch.float64))
+    assert attention_layout("auto", cpu) == "buckets"
+    assert attention_layout("auto", graph_on(np.zeros((1, 3)))) == "buckets"
     assert attention_layout("pairs", cpu) == "pairs"
-    assert attention_layout("auto", torch.zeros(3, device="meta")) == "blocks"  # not on the CPU: one piece
+    assert attention_layout("auto", graph_on(torch.zeros((1, 3), device="meta"))) == "blocks"  # not on the CPU
     config = make_config("default")
     graph, atype, _ = make_system("cluster", config.ntypes)
     with pytest.raises(ValueError, match="attention must be one of 'auto', 'blocks', 'buckets', 'pairs'"):

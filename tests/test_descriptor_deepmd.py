@@ -70,9 +70,10 @@ def test_matches_deepmd_with_compat(config_name, system):
 
     loaded_config, params = params_from_deepmd(serialized)
     assert loaded_config == config
-    d, r = dpa1_graph(params, loaded_config, graph, atype, deepmd_compat=True)
-    np.testing.assert_allclose(d, ref_d, rtol=0, atol=TOL)
-    np.testing.assert_allclose(r, ref_r, rtol=0, atol=TOL)
+    for attention in ("blocks", "buckets", "pairs"):  # every block-stage layout gives DeePMD-kit's numbers
+        d, r = dpa1_graph(params, loaded_config, graph, atype, deepmd_compat=True, attention=attention)
+        np.testing.assert_allclose(d, ref_d, rtol=0, atol=TOL, err_msg=attention)
+        np.testing.assert_allclose(r, ref_r, rtol=0, atol=TOL, err_msg=attention)
     # the same through DeePMD's own quartet read back as a graph
     g2, a2 = from_dense_quartet(*quartet)
     d2, _ = dpa1_graph(params, loaded_config, g2, a2, deepmd_compat=True)

@@ -121,10 +121,17 @@ def test_flat_cell_is_refused_before_the_search():
     assert graph.edge_vec.shape[0] > 10
 
 
-def test_absurd_density_is_a_clear_error_not_an_out_of_memory_kill(models):
-    """One atom in a 0.25 A cube has ~17,000 images within 4 A: one attention block of ~2 GiB."""
-    with pytest.raises(ValueError, match=r"center 0 has \d+ neighbors within rcut 4 A .*check the cell"):
-        _outputs(models[torch.float64], np.zeros((1, 3)), cell=np.eye(3) * 0.25, pbc=True)
+@pytest.mark.parametrize("attention", ["auto", "blocks", "buckets", "pairs"])
+def test_absurd_density_is_a_clear_error_not_an_out_of_memory_kill(models, attention):
+    """One atom in a 0.25 A cube has ~17,000 images within 4 A: one attention block of ~2 GiB (far more as
+    the pair path's gathered rows), refused in every block-stage layout before anything that size is made."""
+    model = models[torch.float64]
+    model.attention = attention
+    try:
+        with pytest.raises(ValueError, match=r"center 0 has \d+ neighbors within rcut 4 A .*check the cell"):
+            _outputs(model, np.zeros((1, 3)), cell=np.eye(3) * 0.25, pbc=True)
+    finally:
+        model.attention = "auto"
 
 
 # -- the descriptor stays finite ----------------------------------------------------------------------------

@@ -237,23 +237,28 @@ def test_piecewise_forces_equal_one_backward(monkeypatch, mixed_types, deepmd_co
     monkeypatch.setattr(gt, "_piecewise_gradient", lambda *args: calls.append(1) or piecewise(*args))
 
     monkeypatch.setattr(gp, "CHUNK_BYTES", 2**40)
+    model.attention = "blocks"
     whole = model(g, a)  # one piece: one autograd.grad of the total energy
     assert not calls
     width = int(torch.bincount(g.dst[g.edge_mask], minlength=n).max())
     row_bytes = width * max(width, config.descriptor.attn) * 8
-    for chunk_bytes, pieces in ((1, n), (3 * row_bytes, -(-n // 3))):
-        monkeypatch.setattr(gp, "CHUNK_BYTES", chunk_bytes)
-        assert len(gp._chunk_sizes(n, width, config.descriptor, g.edge_vec)) == pieces > 1
-        got = model(g, a)
-        assert len(calls) == 1 and not got["force"].requires_grad
-        calls.clear()
-        kept = model(g, a, create_graph=True)  # the chunked forward, one backward (the training path)
-        assert not calls
-        for key in whole:
-            assert torch.isfinite(got[key]).all(), key
-            np.testing.assert_allclose(to_numpy(got[key]), to_numpy(whole[key]), rtol=0, atol=TOL, err_msg=key)
-            np.testing.assert_allclose(to_numpy(kept[key].detach()), to_numpy(whole[key]), rtol=0, atol=TOL,
-                                       err_msg=key)
+    for attention in ("blocks", "buckets", "pairs"):  # each layout's pieces (buckets and pairs: ragged ones)
+        model.attention = attention
+        for chunk_bytes, pieces in ((1, n), (3 * row_bytes, -(-n // 3))):
+            monkeypatch.setattr(gp, "CHUNK_BYTES", chunk_bytes)
+            if attention == "blocks":
+                assert len(gp._chunk_sizes(n, width, config.descriptor, g.edge_vec)) == pieces > 1
+            got = model(g, a)
+            assert len(calls) == 1 and not got["force"].requires_grad
+            calls.clear()
+            kept = model(g, a, create_graph=True)  # the chunked forward, one backward (the training path)
+            assert not calls
+            for key in whole:
+                assert torch.isfinite(got[key]).all(), key
+                np.testing.assert_allclose(to_numpy(got[key]), to_numpy(whole[key]), rtol=0, atol=TOL,
+                                           err_msg=f"{attention} {key}")
+                np.testing.assert_allclose(to_numpy(kept[key].detach()), to_numpy(whole[key]), rtol=0, atol=TOL,
+                                           err_msg=f"{attention} {key}")
 
 
 def test_backends_agree():

@@ -98,7 +98,7 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
         ``(descriptor (L, ng*M [+ dt]), rot_mat (L, ng, 3))`` of the local
         nodes (``L = N`` without ghosts), in the graph's library and dtype.
     """
-    attention = attention_layout(attention, graph.edge_vec)
+    attention = attention_layout(attention, graph)
     table, parts = center_inputs(params, config, graph, atype, deepmd_compat=deepmd_compat, static=static,
                                  num_local=num_local, attention=attention)
     out = [center_outputs(params, config, table, piece, attention=attention, static=static)
@@ -135,12 +135,16 @@ def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype,
     ``center (L,)``, then the center rows in row order. ``"auto"`` is
     resolved by :func:`attention_layout`.
     """
-    attention = attention_layout(attention, graph.edge_vec)
+    attention = attention_layout(attention, graph)
     table, edge, center = edge_stage(params, config, graph, atype, deepmd_compat=deepmd_compat, static=static,
                                      num_local=num_local)
     n = center["atype"].shape[0]
     if attention != "blocks":
-        return table, ragged_parts(graph, n, edge, center, static=static, by_degree=attention == "buckets")
+        parts = ragged_parts(graph, n, edge, center, static=static, by_degree=attention == "buckets")
+        if not static and not B.is_traced(parts["slots"]) and n:
+            _check_center_size(int(B.namespace(parts["slots"]).max(parts["slots"])), parts["slots"], config,
+                               edge["g"], parts["center"], pairs=attention == "pairs")
+        return table, parts
     blocks = Blocks(graph.edge_mask, graph.dst, n, edge["g"].dtype, static_nnei=config.sel if static else None)
     _check_block_size(blocks, config, edge["g"])
     parts = {k: blocks.stack(v) for k, v in edge.items()}
@@ -200,7 +204,7 @@ def center_pieces(parts: dict, config: DPA1Config, attention: str = "blocks") ->
     if not _chunked(g) or B.is_symbolic_int(slots.shape[0]):
         return [parts]
     counts = B.to_numpy(slots)
-    budget = CHUNK_BYTES * 8 // B.namespace(g).finfo(g.dtype).bits
+    budget = max(1, CHUNK_BYTES * 8 // B.namespace(g).finfo(g.dtype).bits)  # (0 would mean one piece)
     sizes = ragged_cuts(counts, attention, config.attn, config.ng, budget)
     if len(sizes) == 1:
         return [parts]
@@ -364,7 +368,7 @@ class Blocks:
 
 MAX_BLOCK_BYTES = 2**30
 """The largest attention temporary of one center, ``(width, max(width, attn))``
-floats, that the eager block stage accepts: 1 GiB is a center with ~11,600
+floats (``(width^2, attn)`` on the pair path), that the eager block stage accepts: 1 GiB is a center with ~11,600
 neighbors in fp64 (fcc Cu at rcut 6 Å has 78, diamond 160). Beyond it a single
 center would exhaust memory before any chunking could help; only a wrong cell
 or wrong units make a structure that dense."""
@@ -372,13 +376,21 @@ or wrong units make a structure that dense."""
 
 def _check_block_size(blocks: Blocks, config: DPA1Config, like) -> None:
     """A clear error instead of an out-of-memory kill for an absurdly dense structure (eager only)."""
-    width = blocks.width
-    if blocks.deg is None or B.is_traced(like) or B.is_symbolic_int(width):
+    if blocks.deg is None or B.is_traced(like) or B.is_symbolic_int(blocks.width):
         return
-    nbytes = width * max(width, config.attn) * B.namespace(like).finfo(like.dtype).bits // 8
+    _check_center_size(blocks.width, blocks.deg, config, like)
+
+
+def _check_center_size(width: int, deg, config: DPA1Config, like, node_of=None, pairs: bool = False) -> None:
+    """The check of :func:`_check_block_size` for a largest degree ``width``; ``deg (L,)`` per center
+    (row), ``node_of (L,)`` the node of each row when the rows are not in node order. The pair path's
+    temporary of one center is its pairs' gathered rows, ``(width^2, attn)``."""
+    floats = width * width * config.attn if pairs else width * max(width, config.attn)
+    nbytes = floats * B.namespace(like).finfo(like.dtype).bits // 8
     if nbytes > MAX_BLOCK_BYTES:
-        xp = B.namespace(blocks.deg)
-        center = int(xp.argmax(blocks.deg))
+        xp = B.namespace(deg)
+        center = int(xp.argmax(deg))
+        center = center if node_of is None else int(node_of[center])
         raise ValueError(
             f"center {center} has {width} neighbors within rcut {config.rcut:g} A (sel {config.sel}): one "
             f"attention block of {nbytes / 2**30:.1f} GiB, more than the {MAX_BLOCK_BYTES / 2**30:g} GiB "
@@ -485,8 +497,8 @@ def check_attention(attention) -> None:
         raise ValueError(f"attention must be one of 'auto', {', '.join(map(repr, ATTENTION))}, got {attention!r}")
 
 
-def attention_layout(attention: str, like) -> str:
-    """The block-stage layout that ``attention`` names for arrays like ``like`` (the edge vectors).
+def attention_layout(attention: str, graph) -> str:
+    """The block-stage layout that ``attention`` names for ``graph`` (a :class:`NeighborGraph`).
 
     ``"auto"`` is ``"buckets"`` where the block stage runs in chunks (eager, on the CPU): there the
     degree buckets cost as much as one-width blocks on homogeneous crystals and save the padding of
@@ -495,9 +507,9 @@ def attention_layout(attention: str, like) -> str:
     Any other value is returned as is, once checked.
     """
     check_attention(attention)
-    if attention != "auto":
-        return attention
-    return "buckets" if _chunked(like) else "blocks"
+    if attention != "auto" or not isinstance(graph, NeighborGraph):  # (a wrong graph is refused after this)
+        return attention if attention != "auto" else "blocks"
+    return "buckets" if _chunked(graph.edge_vec) else "blocks"
 
 
 def check_model_inputs(params, config: DPA1Config, graph, atype, *, static: bool, num_local=None) -> None:

@@ -70,7 +70,7 @@ def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph,
     if not isinstance(config, EnergyConfig):
         raise TypeError(f"config must be an EnergyConfig, got {type(config).__name__}")
     desc_config, desc_params = config.descriptor, params["descriptor"]
-    attention = attention_layout(attention, graph.edge_vec)
+    attention = attention_layout(attention, graph)
     table, parts = center_inputs(desc_params, desc_config, graph, atype, deepmd_compat=config.deepmd_compat,
                                  static=static, num_local=num_local, attention=attention)
 
