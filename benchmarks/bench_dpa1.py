@@ -695,9 +695,12 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args)))
         return 0
-    if args.uneven:
-        args.systems, args.paths, args.precisions = UNEVEN["systems"], UNEVEN["paths"], UNEVEN["precisions"]
-        args.out = args.out or os.path.join(HERE, "results", "dpa1_uneven")
+    if args.uneven:  # its own defaults for the options left at theirs
+        for name in ("systems", "paths", "precisions"):
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, UNEVEN[name])
+        if not args.into:
+            args.out = args.out or os.path.join(HERE, "results", "dpa1_uneven")
     args.systems = _choices(parser, "--systems", args.systems, SYSTEMS)
     args.precisions = _choices(parser, "--precisions", args.precisions, ("float64", "float32"))
     args.paths = _choices(parser, "--paths", args.paths, PATHS)
