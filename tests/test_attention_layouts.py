@@ -127,14 +127,18 @@ def test_auto_and_bad_names():
     from graphdesc.model import EnergyConfig
     from graphdesc.torch import EnergyModel
 
-    def graph_on(vec):
-        return NeighborGraph(np.zeros((2, 1), dtype=np.int64), vec, np.ones(1, dtype=bool), np.ones(1, dtype=np.int64))
+    def graph_on(dst, like):  # edges into ``dst``, 3 centers
+        dst = np.asarray(dst)
+        return NeighborGraph(like(np.stack([np.zeros_like(dst), dst])), like(np.ones((len(dst), 3))),
+                             like(np.ones(len(dst), dtype=bool)), like(np.ones(1, dtype=np.int64) * 3))
 
-    cpu = graph_on(torch.zeros((1, 3), dtype=torch.float64))
-    assert attention_layout("auto", cpu) == "buckets"
-    assert attention_layout("auto", graph_on(np.zeros((1, 3)))) == "buckets"
-    assert attention_layout("pairs", cpu) == "pairs"
-    assert attention_layout("auto", graph_on(torch.zeros((1, 3), device="meta"))) == "blocks"  # not on the CPU
+    even, uneven = [0, 1, 2, 0, 1, 2], [0, 1, 2, 2, 2, 2]  # n max / sum deg: 1.0 and 2.0
+    for like in (np.asarray, torch.as_tensor):
+        assert attention_layout("auto", graph_on(uneven, like), 3) == "buckets"
+        assert attention_layout("auto", graph_on(even, like), 3) == "blocks"  # no padding to save
+        assert attention_layout("pairs", graph_on(even, like), 3) == "pairs"
+    meta = graph_on(uneven, torch.as_tensor).replace(edge_vec=torch.zeros((6, 3), device="meta"))
+    assert attention_layout("auto", meta, 3) == "blocks"  # not on the CPU: one piece
     config = make_config("default")
     graph, atype, _ = make_system("cluster", config.ntypes)
     with pytest.raises(ValueError, match="attention must be one of 'auto', 'blocks', 'buckets', 'pairs'"):

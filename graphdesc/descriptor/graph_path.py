@@ -58,7 +58,7 @@ from .readout import readout
 
 __all__ = ["dpa1_graph", "center_inputs", "edge_stage", "center_pieces", "center_outputs", "Blocks",
            "check_model_inputs", "in_node_order", "attention_layout",
-           "check_attention"]
+           "check_attention", "num_centers"]
 
 SMOOTH_SHIFT = 20.0  # DeePMD's fixed logit shift of smooth attention
 
@@ -98,7 +98,7 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
         ``(descriptor (L, ng*M [+ dt]), rot_mat (L, ng, 3))`` of the local
         nodes (``L = N`` without ghosts), in the graph's library and dtype.
     """
-    attention = attention_layout(attention, graph)
+    attention = attention_layout(attention, graph, num_centers(atype, num_local))
     table, parts = center_inputs(params, config, graph, atype, deepmd_compat=deepmd_compat, static=static,
                                  num_local=num_local, attention=attention)
     out = [center_outputs(params, config, table, piece, attention=attention, static=static)
@@ -135,10 +135,11 @@ def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype,
     ``center (L,)``, then the center rows in row order. ``"auto"`` is
     resolved by :func:`attention_layout`.
     """
-    attention = attention_layout(attention, graph)
+    check_attention(attention)
     table, edge, center = edge_stage(params, config, graph, atype, deepmd_compat=deepmd_compat, static=static,
                                      num_local=num_local)
     n = center["atype"].shape[0]
+    attention = attention_layout(attention, graph, n)
     if attention != "blocks":
         parts = ragged_parts(graph, n, edge, center, static=static, by_degree=attention == "buckets")
         if not static and not B.is_traced(parts["slots"]) and n:
@@ -257,6 +258,11 @@ def _chunk_sizes(n, width, config: DPA1Config, like) -> list:
         return [n]
     full, rest = divmod(n, chunk)
     return [chunk] * full + ([rest] if rest else [])
+
+
+def num_centers(atype, num_local):
+    """The number of centers, ``num_local`` or ``len(atype)`` (None for an ``atype`` that is no array)."""
+    return num_local if num_local is not None else (atype.shape[0] if hasattr(atype, "shape") and atype.ndim else None)
 
 
 def _chunked(like) -> bool:
@@ -497,19 +503,39 @@ def check_attention(attention) -> None:
         raise ValueError(f"attention must be one of 'auto', {', '.join(map(repr, ATTENTION))}, got {attention!r}")
 
 
-def attention_layout(attention: str, graph) -> str:
-    """The block-stage layout that ``attention`` names for ``graph`` (a :class:`NeighborGraph`).
+def attention_layout(attention: str, graph, n=None) -> str:
+    """The block-stage layout that ``attention`` names for ``graph`` (a :class:`NeighborGraph`) with ``n`` centers.
 
-    ``"auto"`` is ``"buckets"`` where the block stage runs in chunks (eager, on the CPU): there the
-    degree buckets cost as much as one-width blocks on homogeneous crystals and save the padding of
-    uneven systems (``benchmarks/results/dpa1_uneven.md``); elsewhere (traced and compiled programs,
-    accelerators) the stage is one piece, whose width is the largest degree anyway: ``"blocks"``.
+    ``"auto"`` is ``"buckets"`` where the block stage runs in chunks (eager, on the CPU) and one-width
+    blocks would pad the rows by more than :data:`AUTO_PADDING` (``n max_deg / sum deg``); else
+    ``"blocks"``. Measured (``benchmarks/results/dpa1_uneven.md``): buckets save 1.12-2.71x on a slab,
+    clusters and a dense inclusion, cost the same on homogeneous fcc Cu (0.98-1.03x) and 4 % more in a
+    small training step; in one piece (traced programs, accelerators) they would only add a sort.
     Any other value is returned as is, once checked.
     """
     check_attention(attention)
-    if attention != "auto" or not isinstance(graph, NeighborGraph):  # (a wrong graph is refused after this)
-        return attention if attention != "auto" else "blocks"
-    return "buckets" if _chunked(graph.edge_vec) else "blocks"
+    if attention != "auto":
+        return attention
+    if not isinstance(graph, NeighborGraph) or not n or not _chunked(graph.edge_vec):
+        return "blocks"  # (a wrong graph is refused by the checks that follow)
+    return "buckets" if _row_padding(graph, n) > AUTO_PADDING else "blocks"
+
+
+AUTO_PADDING = 1.1
+"""``"auto"`` picks degree buckets when one-width blocks would hold over this many times the real rows."""
+
+
+def _row_padding(graph: NeighborGraph, n: int) -> float:
+    """``n max_deg / sum deg`` over the ``n`` centers (1 when every center has one degree, or no edges). Read
+    before the graph is validated: a malformed graph gives 1 here and its own error right after."""
+    xp = B.namespace(graph.edge_vec)
+    try:
+        dst = xp.clip(graph.dst, 0, n - 1)
+        deg = B.scatter_add(xp.astype(graph.edge_mask, xp.int64), dst, n)
+        total = int(xp.sum(deg))
+        return n * int(xp.max(deg)) / total if total else 1.0
+    except (TypeError, ValueError, IndexError, RuntimeError, AttributeError):
+        return 1.0
 
 
 def check_model_inputs(params, config: DPA1Config, graph, atype, *, static: bool, num_local=None) -> None:

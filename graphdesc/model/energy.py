@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from .. import _backend as B
 from ..descriptor import init_params
-from ..descriptor.graph_path import attention_layout, center_inputs, center_outputs, center_pieces, in_node_order
+from ..descriptor.graph_path import (attention_layout, center_inputs, center_outputs, center_pieces, in_node_order,
+                                     num_centers)
 from ..descriptor.nets import type_table
 from ..graph.container import NeighborGraph
 from ..graph.validate import node_frame
@@ -70,7 +71,7 @@ def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph,
     if not isinstance(config, EnergyConfig):
         raise TypeError(f"config must be an EnergyConfig, got {type(config).__name__}")
     desc_config, desc_params = config.descriptor, params["descriptor"]
-    attention = attention_layout(attention, graph)
+    attention = attention_layout(attention, graph, num_centers(atype, num_local))
     table, parts = center_inputs(desc_params, desc_config, graph, atype, deepmd_compat=config.deepmd_compat,
                                  static=static, num_local=num_local, attention=attention)
 
