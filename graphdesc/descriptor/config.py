@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-__all__ = ["DPA1Config", "ACTIVATIONS"]
+__all__ = ["DPA1Config", "ACTIVATIONS", "SMOOTH_SHIFT"]
+
+SMOOTH_SHIFT = 20.0
+"""DeePMD's fixed logit shift of smooth attention: an absent slot's logit is ``-SMOOTH_SHIFT``."""
 
 #: Activation names accepted by ``activation_function`` (DeePMD spellings).
 ACTIVATIONS = ("tanh", "relu", "relu6", "softplus", "sigmoid", "gelu", "gelu_tf", "silu", "linear", "none")

@@ -48,7 +48,7 @@ from .. import _backend as B
 from ..graph.container import NeighborGraph
 from ..graph.validate import frame_first_node, validate
 from ..segment import masked_softmax, segment_sum
-from .config import DPA1Config
+from .config import SMOOTH_SHIFT, DPA1Config
 from .envmat import env_matrix, normalize_env, unit_angular
 from .nets import embed_neighbors, layer, layer_norm, type_table, unit_rows
 from .pair_path import pair_stage
@@ -60,7 +60,6 @@ __all__ = ["dpa1_graph", "center_inputs", "edge_stage", "center_pieces", "center
            "check_model_inputs", "in_node_order", "attention_layout",
            "check_attention", "num_centers"]
 
-SMOOTH_SHIFT = 20.0  # DeePMD's fixed logit shift of smooth attention
 
 
 def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
@@ -209,8 +208,7 @@ def center_pieces(parts: dict, config: DPA1Config, attention: str = "blocks") ->
     sizes = ragged_cuts(counts, attention, config.attn, config.ng, budget)
     if len(sizes) == 1:
         return [parts]
-    bounds = np.cumsum([0] + sizes)
-    edge_sizes = np.add.reduceat(counts, bounds[:-1]).tolist() if counts.size else []
+    edge_sizes = np.add.reduceat(counts, np.cumsum([0] + sizes[:-1])).tolist()
     cut = {k: B.split_rows(v, edge_sizes if k in EDGE_ROWS else sizes) for k, v in parts.items()}
     return [{k: cut[k][i] for k in parts} for i in range(len(sizes))]
 

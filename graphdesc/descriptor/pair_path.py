@@ -29,13 +29,11 @@ from __future__ import annotations
 from .. import _backend as B
 from ..pairs import center_edge_pairs
 from ..segment import segment_softmax, segment_sum
-from .config import DPA1Config
+from .config import SMOOTH_SHIFT, DPA1Config
 from .nets import layer, layer_norm, unit_rows
 from .ragged import piece_centers
 
 __all__ = ["pair_stage"]
-
-SMOOTH_SHIFT = 20.0  # DeePMD's fixed logit shift of smooth attention (as graph_path.SMOOTH_SHIFT)
 
 
 def pair_stage(params, config: DPA1Config, piece: dict, *, static: bool, want_sum: bool):

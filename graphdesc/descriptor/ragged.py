@@ -37,10 +37,10 @@ ATTENTION = ("blocks", "buckets", "pairs")
 """The block stage's layouts: one-width blocks, degree buckets, center-edge pairs."""
 
 EDGE_ROWS = ("g", "rows", "sw", "u", "valid", "edge")
+"""The keys of a ragged ``parts`` dict that hold edge rows ``(R, ...)``; the others hold center rows ``(L, ...)``."""
 
 BUCKET_GROWTH = 1.25
 """A bucket's widest center has at most this many times the degree of its narrowest (degrees >= 2)."""
-"""The keys of a ragged ``parts`` dict that hold edge rows ``(R, ...)``; the others hold center rows ``(L, ...)``."""
 
 
 def ragged_order(graph, n, *, static: bool, by_degree: bool):

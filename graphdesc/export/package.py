@@ -187,12 +187,12 @@ def export_programs(model, sample) -> tuple:
         def part_shapes(rows_dim, edge_dim):
             return tuple({0: edge_dim if k in EDGE_ROWS else rows_dim} for k in keys)
 
-    edge_rows = Dim("R", min=0)
+    edge_dim = Dim("R", min=0)
     tail_sample = (*sample, *grads)
-    tail_shapes = (*shapes, {0: dims["L"]}, *part_shapes(dims["L"], edge_rows)[:n_grads])
+    tail_shapes = (*shapes, {0: dims["L"]}, *part_shapes(dims["L"], edge_dim)[:n_grads])
     if attention != "blocks":  # the ragged parts' edge of each row and node of each center row
         tail_sample += tuple(parts[keys.index(k)] for k in ("edge", "center"))
-        tail_shapes += ({0: edge_rows}, {0: dims["L"]})
+        tail_shapes += ({0: edge_dim}, {0: dims["L"]})
     programs = {
         "edges": _export(edges, sample, shapes),
         "block": _export(block, piece, part_shapes(chunk, Dim("Rc", min=0))),

@@ -176,7 +176,7 @@ def run_stages(edges, block, tail, inputs, *, n_grads: int, attn: int, chunk_ele
     else:
         extra = [parts[list(keys).index(k)] for k in ("edge", "center")]
         slots = parts[list(keys).index("slots")].cpu().numpy()
-        cuts = ragged_cuts(slots, attention, attn, ng, chunk_elements if chunk_elements > 0 else 0)
+        cuts = ragged_cuts(slots, attention, attn, ng, chunk_elements)
         centers = np.cumsum([0] + cuts).tolist()
         edge_rows = np.concatenate([[0], np.cumsum(slots)])[centers].tolist()
         is_edge = [k in EDGE_ROWS for k in keys]
