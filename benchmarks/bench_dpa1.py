@@ -306,7 +306,8 @@ def child(args) -> dict:
     flops = model_flops(config, degrees)
     seconds = float(np.median(times))
     return dict(system=args.system, precision=args.precision, path=args.path, atoms=n, cells=args.cells,
-                neighbors_mean=float(np.mean(degrees)), neighbors_max=int(max(degrees)), sel=sel,
+                neighbors_mean=float(np.mean(degrees)), neighbors_max=int(max(degrees)),
+                neighbors_sq_mean=float(np.mean(np.square(degrees))), sel=sel,
                 build_ms=1e3 * float(np.median(build_times)), calls=len(times), seconds=seconds,
                 us_per_atom=1e6 * seconds / n, peak_mib=peak.bytes / 2**20, peak_kib_per_atom=peak.bytes / 1024 / n,
                 mflop_per_atom=flops / n / 1e6, gflops=flops / seconds / 1e9, energy=float(energy.detach()),
@@ -600,13 +601,48 @@ def summary(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sq_mean_degree(row: dict) -> float:
+    """Mean squared degree of a row's system (recomputed from its deterministic geometry for rows that predate
+    the ``neighbors_sq_mean`` field)."""
+    if "neighbors_sq_mean" in row:
+        return row["neighbors_sq_mean"]
+    import numpy as np
+
+    from graphdesc.graph import build_graph
+
+    positions, cell = system_positions(row["system"], row["cells"])
+    graph = build_graph(positions, RCUT, cell=cell, pbc=True)
+    return float(np.mean(np.square(np.bincount(graph.edge_index[1], minlength=len(positions)))))
+
+
+def padding_table(result: dict) -> list:
+    """What one-width blocks pad, against what degree buckets saved: ``N max / sum deg`` (row work),
+    ``N max^2 / sum deg^2`` (pair work) and the measured blocks / buckets time, one row per float64 system
+    size measured in both layouts."""
+    by = {(r["system"], r["precision"], r["atoms"], r["path"]): r for r in result["rows"]}
+    keys = sorted({k[:3] for k in by if k[3] == "graph-buckets" and k[:3] + ("graph",) in by},
+                  key=lambda k: (list(SYSTEMS).index(k[0]), k[1], k[2]))
+    if not keys:
+        return []
+    lines = ["What one-width blocks pad (row work `N max / Σ deg`, pair work `N max² / Σ deg²`) against the "
+             "buckets' measured speed-up:", "",
+             "| system | precision | atoms | `N max / Σ deg` | `N max² / Σ deg²` | graph / graph-buckets time |",
+             "|---|---|---:|---:|---:|---:|"]
+    for key in keys:
+        blocks, buckets = by[key + ("graph",)], by[key + ("graph-buckets",)]
+        top, mean = blocks["neighbors_max"], blocks["neighbors_mean"]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {top / mean:.2f} | {top**2 / _sq_mean_degree(blocks):.2f} "
+                     f"| {blocks['seconds'] / buckets['seconds']:.2f}x |")
+    return lines + [""]
+
+
 def markdown(result: dict) -> str:
     meta = result["meta"]
     lines = [f"DPA1 energy+force, {meta['device_name']} ({meta['device']}, {meta['threads']} threads), "
              f"torch {meta['torch']}, DeePMD-kit {meta['deepmd']}, {meta['date']}. "
              f"Large-matmul rate: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in meta["gemm_gflops"].items()) + ".",
              *(["", f"Note: {meta['note']}."] if meta.get("note") else []),
-             "", summary(result), "All measurements:", "",
+             "", summary(result), *padding_table(result), "All measurements:", "",
              "| system | precision | atoms | neighbors (mean/max) | path | µs/atom | peak MiB/atom | GFLOP/s "
              "| % of matmul rate | neighbor build (ms) | vs graph: |ΔE|/atom, max |ΔF| |",
              "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|"]

@@ -143,12 +143,13 @@ def main(argv=None) -> int:
     with open(args.out + ".json", "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     with open(args.out + ".md", "w") as f:
-        f.write(markdown(rows, meta))
+        f.write(markdown({"meta": meta, "rows": rows}))
     print(f"wrote {args.out}.json, {args.out}.md")
     return 0
 
 
-def markdown(rows, meta) -> str:
+def markdown(result: dict) -> str:
+    meta, rows = result["meta"], result["rows"]
     lines = [f"Ghost cost, fcc Cu fp64 energy+force, {meta['threads']} threads, medians of {meta['repeats']} "
              f"interleaved rounds ({meta['date']}, torch {meta['torch']}).", "",
              "| path | atoms | ghosts | periodic ms/atom | ghosts ms/atom | edgeless ms/atom | ghosts / periodic "

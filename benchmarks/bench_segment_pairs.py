@@ -9,16 +9,17 @@ center_edge_pairs: center-major graphs of degree 60..96 (fcc Cu at rcut 6 has
 78), sized to produce P ordered pairs (with self-pairs); compact form vs the
 shape-static form padded to ``static_nnei = 96``.
 
-Prints a Markdown table, writes JSON. Medians of repeated runs after warm-up.
+Prints Markdown tables, writes JSON and the tables as ``.md`` beside it. Medians of repeated runs after warm-up.
 
     python benchmarks/bench_segment_pairs.py            # 1e4 .. 1e7
     python benchmarks/bench_segment_pairs.py --quick    # 1e4 .. 1e5
+    python benchmarks/bench_segment_pairs.py --report benchmarks/results/segment_pairs.json   # re-render the .md
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import datetime
 import os
 import platform
 import sys
@@ -26,7 +27,7 @@ import sys
 import numpy as np
 import torch
 
-from _timing import median_time
+from _timing import median_time, rerender, save_results
 
 from graphdesc.examples import ragged_segments
 from graphdesc.pairs import center_edge_pairs
@@ -82,43 +83,60 @@ def bench_pairs(n_pairs: int, repeats: int, k: int = 96):
             "seconds": rows, "real_pairs_per_s": {key: real / v for key, v in rows.items()}}
 
 
+SOFTMAX_HEAD = ("| entries | dtype | segment_softmax (entries/s) | masked+phantom | dense padded softmax "
+                "| dense / graph time |\n|---:|---|---:|---:|---:|---:|")
+PAIRS_HEAD = "| real pairs | centers | compact (pairs/s) | static nnei=96 (pairs/s) |\n|---:|---:|---:|---:|"
+
+
+def softmax_row(r: dict) -> str:
+    e, t = r["entries_per_s"], r["seconds"]
+    return (f"| {r['entries']:.0e} | {r['dtype']} | {e['segment_softmax']:.3g} | "
+            f"{e['segment_softmax masked+phantom']:.3g} | {e['dense padded torch.softmax']:.3g} | "
+            f"{t['dense padded torch.softmax'] / t['segment_softmax']:.2f} |")
+
+
+def pairs_row(r: dict) -> str:
+    p = r["real_pairs_per_s"]
+    return f"| {r['real_pairs']:.2e} | {r['centers']} | {p['compact']:.3g} | {p['static (nnei=96)']:.3g} |"
+
+
+def markdown(result: dict) -> str:
+    meta = result["meta"]
+    return "\n".join([
+        f"`python benchmarks/bench_segment_pairs.py`, torch {meta['torch']}, {meta['threads']} threads, {meta['cpu']}, "
+        f"{meta.get('date', 'undated')}; medians, entries/s and pairs/s (higher is faster).", "",
+        SOFTMAX_HEAD, *map(softmax_row, result["segment_softmax"]), "",
+        PAIRS_HEAD, *map(pairs_row, result["center_edge_pairs"])]) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sizes 1e4 and 1e5 only")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "segment_pairs.json"))
+    parser.add_argument("--report", metavar="JSON", help="only re-render the .md of an earlier run")
     args = parser.parse_args(argv)
+    if args.report:
+        return rerender(args.report, markdown)
     sizes = [10**4, 10**5] if args.quick else [10**4, 10**5, 10**6, 10**7]
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-            "python": sys.version.split()[0]}
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            "python": sys.version.split()[0], "date": datetime.date.today().isoformat()}
     print(f"torch {meta['torch']}, {meta['threads']} threads, {meta['cpu']}\n")
 
     soft = []
-    print("| entries | dtype | segment_softmax (entries/s) | masked+phantom | dense padded softmax | dense / graph time |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print(SOFTMAX_HEAD)
     for dtype in (torch.float64, torch.float32):
         for n in sizes:
-            r = bench_softmax(n, dtype, args.repeats)
-            soft.append(r)
-            e, t = r["entries_per_s"], r["seconds"]
-            print(f"| {n:.0e} | {r['dtype']} | {e['segment_softmax']:.3g} | {e['segment_softmax masked+phantom']:.3g} | "
-                  f"{e['dense padded torch.softmax']:.3g} | {t['dense padded torch.softmax'] / t['segment_softmax']:.2f} |",
-                  flush=True)
+            soft.append(bench_softmax(n, dtype, args.repeats))
+            print(softmax_row(soft[-1]), flush=True)
 
     pairs = []
-    print("\n| real pairs | centers | compact (pairs/s) | static nnei=96 (pairs/s) |")
-    print("|---:|---:|---:|---:|")
+    print("\n" + PAIRS_HEAD)
     for n in sizes:
-        r = bench_pairs(n, args.repeats)
-        pairs.append(r)
-        p = r["real_pairs_per_s"]
-        print(f"| {r['real_pairs']:.2e} | {r['centers']} | {p['compact']:.3g} | {p['static (nnei=96)']:.3g} |", flush=True)
-
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump({"meta": meta, "segment_softmax": soft, "center_edge_pairs": pairs}, fh, indent=2)
-    print(f"\nwrote {args.out}")
-
+        pairs.append(bench_pairs(n, args.repeats))
+        print(pairs_row(pairs[-1]), flush=True)
+    save_results({"meta": meta, "segment_softmax": soft, "center_edge_pairs": pairs}, args.out, markdown)
 
 if __name__ == "__main__":
     main()

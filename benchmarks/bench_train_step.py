@@ -8,19 +8,45 @@ the first step (it includes tracing and compilation) and the median of the
 others. The loss after the last step is printed too: every mode must land on
 the same number (eager and compiled gradients agree to rounding).
 
+``--attention`` runs each mode with each layout of the block stage (``blocks``, ``buckets``, ``auto``...), and
+``--rounds R`` repeats the whole set R times, interleaved, reporting per (mode, layout) the median over the
+rounds of each run's median step. Writes JSON and its table as ``.md`` beside it.
+
     python benchmarks/bench_train_step.py [--steps 41] [--batch-size 4] [--modes eager,traced,aot_eager,inductor]
+    python benchmarks/bench_train_step.py --modes eager --attention blocks,buckets --rounds 3 --steps 31 \
+        --json benchmarks/results/train_step_layouts.json
+    python benchmarks/bench_train_step.py --report benchmarks/results/train_step.json   # re-render the .md
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import datetime
 import os
 import platform
+import statistics
 
 import torch
 
+from _timing import rerender, save_results
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+HEAD = ("| mode | attention | first step (s) | median step (ms) | µs/atom | loss after the last step | "
+        "max/min of rounds |\n|---|---|---:|---:|---:|---:|---:|")
+
+
+def row_line(row: dict) -> str:
+    return (f"| {row['mode']} | {row.get('attention', 'auto')} | {row['first_step_s']:.1f} | "
+            f"{row['median_step_ms']:.1f} | {row['us_per_atom']:.0f} | {row['final_loss']:.12g} | "
+            f"{row.get('spread', 1.0):.2f} |")
+
+
+def markdown(result: dict) -> str:
+    return "\n".join([
+        f"`python benchmarks/bench_train_step.py`, small preset, float64, {result['atoms_per_step']} atoms per step, "
+        f"{result['steps']} steps, {result.get('rounds', 1)} round(s), torch {result['torch']}, {result['cpus']} CPUs, "
+        f"{result.get('date', 'undated')}, load {result.get('load', '?')} at the start.", "",
+        HEAD, *map(row_line, result["rows"])]) + "\n"
 
 
 def main() -> None:
@@ -32,33 +58,41 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--modes", default="eager,traced,aot_eager,inductor")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "train_step.json"))
+    parser.add_argument("--attention", default="auto", help="comma list of block-stage layouts")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every (mode, layout) run, interleaved")
+    parser.add_argument("--report", metavar="JSON", help="only re-render the .md of an earlier run")
     args = parser.parse_args()
+    if args.report:
+        return rerender(args.report, markdown)
 
     data = emt_dataset(48, seed=0)
     atoms = args.batch_size * 32
-    rows = []
+    load = os.getloadavg()[0]
     print(f"training step, small preset, float64, {args.batch_size} frames = {atoms} atoms per step, "
-          f"torch {torch.__version__}, {os.cpu_count()} CPUs\n")
-    print(f"| mode | first step (s) | median step (ms) | µs/atom | loss after {args.steps} steps |")
-    print("|---|---:|---:|---:|---:|")
-    for mode in args.modes.split(","):
-        model, _ = _new_model(data, "small")
-        fit_statistics(model, data)
-        config = TrainConfig(steps=args.steps, batch_size=args.batch_size, mode=mode,
-                             loss=LossConfig(0.02, 1.0, 1000.0, 1.0, 0.02, 1.0))
-        history = train(model, data, None, config, progress=False, log=lambda s: None)
-        row = dict(mode=mode, first_step_s=history.step_seconds[0], median_step_ms=1e3 * history.median_step_seconds,
-                   us_per_atom=1e6 * history.median_step_seconds / atoms, final_loss=history.rows[-1]["train_loss"])
-        rows.append(row)
-        print(f"| {mode} | {row['first_step_s']:.1f} | {row['median_step_ms']:.1f} | {row['us_per_atom']:.0f} | "
-              f"{row['final_loss']:.12g} |", flush=True)
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                   "torch": torch.__version__, "atoms_per_step": atoms, "steps": args.steps, "rows": rows}, fh,
-                  indent=1)
-    print(f"\nwrote {args.json}")
-
+          f"torch {torch.__version__}, {os.cpu_count()} CPUs, load {load:.1f}\n")
+    runs = {(m, a): [] for m in args.modes.split(",") for a in args.attention.split(",")}
+    for r in range(args.rounds):
+        for (mode, attention), done in runs.items():
+            model, _ = _new_model(data, "small")
+            model.attention = attention
+            fit_statistics(model, data)
+            config = TrainConfig(steps=args.steps, batch_size=args.batch_size, mode=mode,
+                                 loss=LossConfig(0.02, 1.0, 1000.0, 1.0, 0.02, 1.0))
+            history = train(model, data, None, config, progress=False, log=lambda s: None)
+            done.append(history)
+            print(f"round {r + 1}: {mode} {attention} {1e3 * history.median_step_seconds:.1f} ms/step", flush=True)
+    rows = []
+    for (mode, attention), histories in runs.items():
+        medians = [h.median_step_seconds for h in histories]
+        step = statistics.median(medians)
+        rows.append(dict(mode=mode, attention=attention, first_step_s=histories[0].step_seconds[0],
+                         median_step_ms=1e3 * step, us_per_atom=1e6 * step / atoms,
+                         final_loss=histories[0].rows[-1]["train_loss"], spread=max(medians) / min(medians)))
+    result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+              "torch": torch.__version__, "atoms_per_step": atoms, "steps": args.steps, "rounds": args.rounds,
+              "date": datetime.date.today().isoformat(), "load": round(load, 1), "rows": rows}
+    print("\n" + markdown(result))
+    save_results(result, args.json, markdown)
 
 if __name__ == "__main__":
     main()

@@ -12,12 +12,15 @@ absolute errors (float64):
 * the descriptor change across rcut relative to the median step nearby.
 
     python benchmarks/dpa1_parity.py [--out benchmarks/results/dpa1_parity.json]
+    python benchmarks/dpa1_parity.py --report benchmarks/results/dpa1_parity.json   # re-render the .md
+
+Writes the JSON and its tables as ``.md`` beside it (the manual includes the ``.md``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import datetime
 import os
 import sys
 
@@ -25,6 +28,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+from _timing import rerender, save_results  # noqa: E402
 
 from dpa1_cases import CONFIGS, SEL, SYSTEMS, convert, make_config, make_system, random_params  # noqa: E402
 from helpers import Backend, to_numpy  # noqa: E402
@@ -89,14 +94,17 @@ def deepmd_parity():
     return compat, native, len(PARITY_CONFIGS) * len(PARITY_SYSTEMS)
 
 
+INVARIANCE_CONFIGS, INVARIANCE_SYSTEMS = ("default", "rough_raw_3types"), ("triclinic", "cluster")
+
+
 def invariances():
     from test_descriptor_props import _rotation
 
     worst = 0.0
-    for name in ("default", "rough_raw_3types"):
+    for name in INVARIANCE_CONFIGS:
         config = make_config(name)
         params = random_params(config, isotropic=True)
-        for system in ("triclinic", "cluster"):
+        for system in INVARIANCE_SYSTEMS:
             _, atype, frames = make_system(system, config.ntypes)
             pos, cell, pbc = frames[0]
 
@@ -126,34 +134,51 @@ def smoothness():
     return rows
 
 
+def markdown(result: dict) -> str:
+    """The summary table (the largest error of each check) and the smoothness table."""
+    worst = result["graph_vs_dense"]
+    native = max(v for k, v in worst.items() if k.endswith("native"))
+    compat = max(v for k, v in worst.items() if k.endswith("compat"))
+    n_sys = f"{len(CONFIGS)} configs x {len(SYSTEMS)} systems"
+    lines = [f"`python benchmarks/dpa1_parity.py`, float64, {result.get('date', 'undated')}; max abs error of the "
+             "descriptor.", "",
+             "| check | cases | max abs error |", "|---|---|---:|",
+             f"| graph (compact and static; blocks, buckets, pairs) vs dense, native | {n_sys} x numpy/torch/jax "
+             f"| {native:.1e} |",
+             f"| graph vs dense, `deepmd_compat` | same | {compat:.1e} |",
+             f"| torch / jax vs numpy | same | {result['cross_backend']:.1e} |",
+             f"| vs DeePMD-kit 3.2 `DescrptDPA1.call`, compat, random `davg`, every layout | "
+             f"{result.get('deepmd_cases', 'every')} config x system cases | {result['deepmd_compat']:.1e} |",
+             f"| vs DeePMD-kit, native, `davg = 0`, every layout | same | {result['deepmd_native_davg0']:.1e} |",
+             f"| rotation, translation, permutation | {len(INVARIANCE_CONFIGS)} configs x {len(INVARIANCE_SYSTEMS)} "
+             f"systems | {result['invariance']:.1e} |", "",
+             "Moving one atom through `rcut` in steps of h = 5e-6 Å: the descriptor change across the cutoff "
+             "against the median step.", "",
+             "| config | sel | smooth | step across rcut | median step | ratio |", "|---|---:|---|---:|---:|---:|"]
+    lines += [f"| {r['config']} | {r['sel']} | {r['smooth']} | {r['step_across_rcut']:.2e} | {r['median_step']:.2e} "
+              f"| {r['step_across_rcut'] / r['median_step']:.2f} |" for r in result["smoothness"]]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(HERE, "results", "dpa1_parity.json"))
+    parser.add_argument("--report", metavar="JSON", help="only re-render the .md of an earlier run")
     args = parser.parse_args(argv)
+    if args.report:
+        return rerender(args.report, markdown)
     worst, cross, count = graph_vs_dense()
     print(f"graph vs dense: {len(CONFIGS)} configs x {len(SYSTEMS)} systems x 3 backends x 2 semantics "
-          f"({count} runs, each compact + static, blocks + buckets + pairs)\n")
-    print("| backend | layout | semantics | max abs error |\n|---|---|---|---:|")
+          f"({count} runs, each compact + static, blocks + buckets + pairs)")
+    compat, native, n = deepmd_parity()
+    result = dict(graph_vs_dense={" ".join(k): v for k, v in worst.items()}, cross_backend=cross,
+                  deepmd_compat=compat, deepmd_native_davg0=native, deepmd_cases=n, invariance=invariances(),
+                  smoothness=smoothness(), date=datetime.date.today().isoformat())
+    print("\n| backend | layout | semantics | max abs error |\n|---|---|---|---:|")
     for (b, layout, sem), err in sorted(worst.items()):
         print(f"| {b} | {layout} | {sem} | {err:.1e} |")
-    print(f"\ncross-backend (torch/jax vs numpy's one-width blocks, compact blocks and pairs): {cross:.1e}")
-    compat, native, n = deepmd_parity()
-    print(f"\nDeePMD-kit 3.2 dpmodel, {n} config x system cases, every layout: deepmd_compat, random davg: "
-          f"{compat:.1e}; native, davg = 0: {native:.1e}")
-    inv = invariances()
-    print(f"rotation / translation / permutation: {inv:.1e}")
-    rows = smoothness()
-    print("\n| config | sel | step across rcut | median step (h = 5e-6 Å) | ratio |\n|---|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['config']} | {r['sel']} | {r['step_across_rcut']:.2e} | {r['median_step']:.2e} | "
-              f"{r['step_across_rcut'] / r['median_step']:.2f} |")
-    result = dict(graph_vs_dense={" ".join(k): v for k, v in worst.items()}, cross_backend=cross,
-                  deepmd_compat=compat, deepmd_native_davg0=native, invariance=inv, smoothness=rows)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"\nwrote {args.out}")
-
+    print("\n" + markdown(result))
+    save_results(result, args.out, markdown)
 
 if __name__ == "__main__":
     main()

@@ -4,17 +4,22 @@
     python benchmarks/profile_dpa1.py --system diamond --cells 2,4 --precision float32
 
 Uses the same weights and structures as ``bench_dpa1.py`` (and its model cache). Prints a
-Markdown table, one column per size: each op group's share of the profiled self CPU time.
+Markdown table, one column per size: each op group's share of the profiled self CPU time, and writes it
+with the raw seconds to ``--out`` (JSON, and the table as ``.md`` beside it).
+
+    python benchmarks/profile_dpa1.py --report benchmarks/results/profile_dpa1.json   # re-render the .md
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import datetime
 import os
 import pickle
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import rerender, save_results  # noqa: E402
 from bench_dpa1 import RCUT, SYSTEMS, make_model, system_positions  # noqa: E402
 
 GROUPS = {  # op name -> group; ops not listed are elementwise (aten::) or engine/dispatch (anything else)
@@ -65,6 +70,21 @@ def profile_call(system: str, cells: int, precision: str, cache: str, calls: int
     return len(positions), dict(seconds)
 
 
+def markdown(result: dict) -> str:
+    """Each op group's share of the call's self CPU time (ms per call in brackets), one column per size."""
+    columns = [(c["atoms"], c["seconds"]) for c in result["columns"]]
+    groups = sorted({g for _, s in columns for g in s}, key=lambda g: -max(s.get(g, 0) for _, s in columns))
+    lines = [f"`python benchmarks/profile_dpa1.py`, {result['system']} {result['precision']}, {result['threads']} "
+             f"threads, torch {result['torch']}, {result['date']}: share of self CPU time per E+F call "
+             "(ms per call).", "",
+             "| op group | " + " | ".join(f"{n} atoms" for n, _ in columns) + " |", "|---|" + "---:|" * len(columns)]
+    for group in groups:
+        cells_text = [f"{100 * s.get(group, 0) / sum(s.values()):.0f} % ({1e3 * s.get(group, 0):.0f})"
+                      for _, s in columns]
+        lines.append(f"| {group} | " + " | ".join(cells_text) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", choices=list(SYSTEMS), default="cu")
@@ -72,7 +92,13 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", choices=["float64", "float32"], default="float64")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                      "profile_dpa1.json"))
+    parser.add_argument("--report", metavar="JSON", help="only re-render the .md of an earlier run")
     args = parser.parse_args(argv)
+    if args.report:
+        rerender(args.report, markdown)
+        return 0
     try:
         cells = [int(c) for c in args.cells.split(",")]
     except ValueError:
@@ -82,15 +108,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     os.makedirs(args.cache, exist_ok=True)
     columns = [profile_call(args.system, c, args.precision, args.cache) for c in cells]
-    groups = sorted({g for _, s in columns for g in s}, key=lambda g: -max(s.get(g, 0) for _, s in columns))
-    print(f"{args.system} {args.precision}, {args.threads} threads, torch {torch.__version__}: "
-          "share of self CPU time per E+F call (ms per call)\n")
-    print("| op group | " + " | ".join(f"{n} atoms" for n, _ in columns) + " |")
-    print("|---|" + "---:|" * len(columns))
-    for group in groups:
-        cells_text = [f"{100 * s.get(group, 0) / sum(s.values()):.0f} % ({1e3 * s.get(group, 0):.0f})"
-                      for _, s in columns]
-        print(f"| {group} | " + " | ".join(cells_text) + " |")
+    result = dict(system=args.system, precision=args.precision, threads=args.threads, torch=torch.__version__,
+                  date=datetime.date.today().isoformat(), columns=[dict(atoms=n, seconds=s) for n, s in columns])
+    print(markdown(result))
+    save_results(result, args.out, markdown)
     return 0
 
 

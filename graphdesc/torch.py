@@ -196,6 +196,11 @@ class EnergyModel(_ParamTree):
                 edges) and atom virial, for the engine to send to the owner
                 atom. ``energy`` and ``virial`` are the local domain's.
                 Default: no ghosts.
+
+        Returns:
+            dict of tensors in the model's dtype: ``energy (nf,)`` eV, ``atom_energy (N,)`` eV, and with
+            ``forces``: ``force (N, 3)`` eV/Å, ``atom_virial (N, 3, 3)`` eV, ``virial (nf, 3, 3)`` eV
+            (``-dE/d(strain)``).
         """
         create_graph = self.training if create_graph is None else create_graph
         return energy_and_forces(self, graph, atype, forces=forces, static=static, create_graph=create_graph,
@@ -244,6 +249,20 @@ class EnergyModel(_ParamTree):
 def energy_and_forces(model: EnergyModel, graph: NeighborGraph, atype: torch.Tensor, *, forces: bool = True,
                       static: bool = False, create_graph: bool = False, num_local=None) -> dict:
     """The model's outputs on ``graph`` (see :meth:`EnergyModel.forward`); traceable for export.
+
+    Args:
+        model: the :class:`EnergyModel`.
+        graph: a torch :class:`~graphdesc.graph.NeighborGraph` of ``N`` nodes and ``nf`` frames, ``edge_vec (E, 3)``
+            in Å in the model's float dtype.
+        atype: ``(N,)`` int64 atom types.
+        forces: also compute forces and virials (as for :meth:`EnergyModel.forward`).
+        static: ``graph`` is the shape-static layout.
+        create_graph: keep the force graph (for a force/virial loss).
+        num_local: ``L`` when nodes ``[L, N)`` are ghosts (see :meth:`EnergyModel.forward`).
+
+    Returns:
+        dict of tensors in the model's dtype: ``energy (nf,)`` eV, ``atom_energy (N,)`` eV (0 on ghosts), and with
+        ``forces``: ``force (N, 3)`` eV/Å, ``atom_virial (N, 3, 3)`` eV, ``virial (nf, 3, 3)`` eV.
 
     Without ``create_graph`` and with the centers in several pieces (large
     systems on CPU), the energy gradient is taken piece by piece

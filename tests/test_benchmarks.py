@@ -86,13 +86,14 @@ def test_bad_arguments_name_the_flag():
 def test_profile_splits_the_call_into_op_groups(tmp_path):
     """The profile table's shares add up to the whole call, and matmuls are found by name."""
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "profile_dpa1.py"), "--cells", "2",
-           "--cache", str(tmp_path)]
+           "--cache", str(tmp_path), "--out", str(tmp_path / "profile.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ") and "%" in line]
     share = {name.strip(): float(cell.split("%")[0]) for name, cell in rows}
     assert 98 <= sum(share.values()) <= 102, share  # rounded to whole percents
     assert share["matmul (mm, bmm)"] > 20 and share["elementwise"] > 5, share
+    assert (tmp_path / "profile.md").read_text() in proc.stdout  # the table written is the table printed
 
 
 def test_profile_rejects_bad_cells():

@@ -33,8 +33,8 @@ class DPA1Config:
     ``dt = tebd_dim``): descriptor ``(N, ng*M [+ dt])``, rot_mat ``(N, ng, 3)``.
 
     Attributes:
-        rcut: cutoff radius (> 0).
-        rcut_smth: where the smooth switch starts (0 <= rcut_smth < rcut).
+        rcut: cutoff radius in Å (> 0).
+        rcut_smth: where the smooth switch starts, Å (0 <= rcut_smth < rcut).
         sel: neighbor slots ``nnei`` (an int, or DeePMD's one-element list).
             graphdesc's graph path does not truncate to ``sel``; it is the
             ``1/sel`` normalization, the smooth-softmax width and the width of
@@ -56,7 +56,7 @@ class DPA1Config:
         smooth_type_embedding: DeePMD's smooth attention (shift 20, ``sw`` gates).
         trainable_ln: LayerNorm weights trainable (they are used either way).
         ln_eps: LayerNorm epsilon.
-        env_protection: ``p`` in ``1/(r+p)`` and ``d/(r+p)^2``.
+        env_protection: ``p`` in ``1/(r+p)`` and ``d/(r+p)^2``, Å.
         concat_output_tebd: append the center's type embedding to the descriptor.
         precision: ``"float64"`` or ``"float32"``.
         activation_function: one of :data:`ACTIVATIONS`.

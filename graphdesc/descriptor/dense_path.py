@@ -25,9 +25,14 @@ __all__ = ["dpa1_dense", "dense_inputs"]
 def dense_inputs(graph: NeighborGraph, atype, sel: int) -> dict:
     """The padded inputs of :func:`dpa1_dense` for a graph (nearest first).
 
+    Args:
+        graph: a compact :class:`~graphdesc.graph.NeighborGraph` (``edge_vec`` in Å) of ``N`` nodes.
+        atype: ``(N,)`` integer types.
+        sel: slots per center (>= the max degree).
+
     Returns:
-        dict with ``vec (N, sel, 3)``, ``mask (N, sel)``, ``atype (N,)``,
-        ``nei_type (N, sel)`` (0 in empty slots) and ``pad_type (N,)`` (the
+        dict with ``vec (N, sel, 3)`` (the graph's float dtype, Å), ``mask (N, sel)`` bool, ``atype (N,)``,
+        ``nei_type (N, sel)`` (0 in empty slots) and ``pad_type (N,)`` (integers: the
         type of each center's frame's first atom, DeePMD's empty-slot type).
     """
     xp = B.namespace(graph.edge_vec, atype)
@@ -46,16 +51,16 @@ def dpa1_dense(params: dict, config: DPA1Config, vec, mask, atype, nei_type, *,
     Args:
         params: as for :func:`graphdesc.descriptor.dpa1_graph`.
         config: as for :func:`graphdesc.descriptor.dpa1_graph`.
-        vec: ``(N, sel, 3)`` neighbor-minus-center vectors; anything in empty slots.
+        vec: ``(N, sel, 3)`` float neighbor-minus-center vectors in Å; anything in empty slots.
         mask: ``(N, sel)`` bool, real neighbors.
-        atype: ``(N,)`` center types.
-        nei_type: ``(N, sel)`` neighbor types (ignored in empty slots).
+        atype: ``(N,)`` integer center types.
+        nei_type: ``(N, sel)`` integer neighbor types (ignored in empty slots).
         pad_type: ``(N,)`` type DeePMD gives empty slots (its extended atom 0);
             required with ``deepmd_compat``.
         deepmd_compat: keep DeePMD's empty-slot rows in the contraction (S2).
 
     Returns:
-        ``(descriptor (N, ng*M [+ dt]), rot_mat (N, ng, 3))``.
+        ``(descriptor (N, ng*M [+ dt]), rot_mat (N, ng, 3))`` in ``vec``'s library and float dtype.
     """
     xp = B.namespace(vec, atype)
     n, sel = mask.shape

@@ -70,7 +70,7 @@ def dpa1_graph(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
         params: parameter tree (see :mod:`graphdesc.descriptor.params`) in the
             graph's array library and float dtype.
         config: the hyperparameters.
-        graph: a compact graph (any edge order), or the shape-static layout
+        graph: a compact graph (any edge order; ``edge_vec (E, 3)`` in Å), or the shape-static layout
             (``E = N * sel``, center-major) with ``static=True``.
         atype: ``(N,)`` integer types in ``[0, ntypes)``, on the flat node axis.
         deepmd_compat: contract DeePMD-kit's ``(E - davg) / dstd`` rows over

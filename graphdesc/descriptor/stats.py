@@ -32,7 +32,12 @@ def compute_stats(config: DPA1Config, samples):
 
     Args:
         config: the descriptor's hyperparameters.
-        samples: iterable of ``(graph, atype)`` pairs (any array library).
+        samples: iterable of ``(graph, atype)`` pairs (any array library): ``edge_vec`` in Å,
+            ``atype (N,)`` integer.
+
+    Returns:
+        ``(davg, dstd)``, float64 numpy ``(ntypes, 4)``, in units of the rows: ``1/Å`` for
+        the radial channel, ``1/Å`` for the angular ones (``d/(r+p)^2`` with ``d`` in Å).
     """
     ntypes, sel = config.ntypes, config.sel
     sums = np.zeros((ntypes, 2))  # radial, angular

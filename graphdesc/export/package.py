@@ -73,8 +73,9 @@ def sample_inputs(model, *, device="cpu", n_atoms=(13, 11), seed=0, ghosts: bool
 def trace_model(model, sample):
     """``make_fx`` symbolic trace of the one-piece energy/force function of ``model`` (frozen copy).
 
-    The flat function takes the schema's inputs: local types, graph, ghost
-    types; nodes are the locals then the ghosts, and ``num_local`` is the
+    The flat function takes the schema's inputs (``sample``): local types ``atype (L,)`` int64, the graph
+    (``edge_index (2, E)`` int64, ``edge_vec (E, 3)`` float in Å, ``edge_mask (E,)`` bool, ``n_node (nf,)``
+    int64), ghost types ``(G,)`` int64; nodes are the locals then the ghosts, and ``num_local`` is the
     length of ``atype`` (a shape, so no size in the program depends on data).
     Packages use the three programs of :mod:`graphdesc.export.stages`
     instead; this one-piece program is what a single compiled call of the
@@ -142,13 +143,19 @@ def _input_dims():
 
 
 def export_program(model, sample):
-    """``torch.export.ExportedProgram`` of the one-piece energy/force function (:func:`trace_model`)."""
+    """``torch.export.ExportedProgram`` of the one-piece energy/force function (:func:`trace_model`).
+
+    ``sample``: the schema's six inputs as for :func:`export_programs` (``atype (L,)`` int64 ... ``ghost_atype
+    (G,)`` int64, :func:`sample_inputs`); the program's sizes ``L``, ``E``, ``nf`` and ``G`` are dynamic."""
     _, shapes = _input_dims()
     return _export(_one_piece(model), sample, shapes)
 
 
 def export_programs(model, sample) -> tuple:
     """The package's three programs (:mod:`graphdesc.export.stages`) as ``ExportedProgram`` s.
+
+    ``sample``: the schema's six inputs, ``(atype (L,) int64, edge_index (2, E) int64, edge_vec (E, 3) float (Å),
+    edge_mask (E,) bool, n_node (nf,) int64, ghost_atype (G,) int64)`` (:func:`sample_inputs`).
 
     Returns ``({"edges": ..., "block": ..., "tail": ...}, keys, n_grads)``.
     The block program's sample is a slice of the sample's parts with a row

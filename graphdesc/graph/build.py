@@ -127,9 +127,9 @@ def check_min_distance(positions, *, cell=None, pbc=False, min_distance: float =
 
     Args:
         positions: ``(N, 3)`` float array (any library), Å.
-        cell: as for :func:`build_graph`; periodic images count.
-        pbc: as for :func:`build_graph`.
-        min_distance: the threshold (default :data:`MIN_DISTANCE`); distance 0 is always refused.
+        cell: as for :func:`build_graph` (``(3, 3)`` float, Å); periodic images count.
+        pbc: as for :func:`build_graph` (three bool).
+        min_distance: the threshold in Å (default :data:`MIN_DISTANCE`); distance 0 is always refused.
         name: what to call the positions in the message (e.g. ``"frame 3"``).
 
     Cost: one neighbor search at radius ``min_distance``, O(N).
@@ -246,13 +246,13 @@ def batch_graphs(graphs) -> NeighborGraph:
     ``concat([atype_0, atype_1, ...])``.
 
     Args:
-        graphs: :class:`~graphdesc.graph.NeighborGraph` s of one array library,
+        graphs: :class:`~graphdesc.graph.NeighborGraph` s of one array library and one float dtype,
             graph ``k`` with ``N_k`` nodes, ``E_k`` edges and ``nf_k`` frames.
 
     Returns:
-        one graph with ``sum N_k`` nodes, ``edge_index (2, sum E_k)``,
-        ``edge_vec (sum E_k, 3)``, ``edge_mask (sum E_k,)`` and
-        ``n_node (sum nf_k,)``.
+        one graph with ``sum N_k`` nodes, ``edge_index (2, sum E_k)`` int64,
+        ``edge_vec (sum E_k, 3)`` float in Å (unchanged, concatenated), ``edge_mask (sum E_k,)`` bool and
+        ``n_node (sum nf_k,)`` int64.
     """
     graphs = list(graphs)
     if not graphs:

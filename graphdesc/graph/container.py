@@ -21,7 +21,7 @@ class NeighborGraph:
             ``src`` the neighbor (for a periodic image, the local atom it is an
             image of). Builders emit edges grouped by ``dst`` (center-major),
             nearest first within a center.
-        edge_vec: ``(E, 3)`` float, ``r_src + shift - r_dst`` with ``shift`` the
+        edge_vec: ``(E, 3)`` float (Å), ``r_src + shift - r_dst`` with ``shift`` the
             Cartesian lattice translation of the image. The only geometry
             input, and the autograd leaf for forces and virials.
         edge_mask: ``(E,)`` bool, True for real edges. Padding edges have
@@ -71,5 +71,9 @@ class NeighborGraph:
 
 
 def num_nodes(graph: NeighborGraph) -> int:
-    """``N = sum(n_node)`` as a Python int (eager; when tracing, pass N from a shape)."""
+    """``N = sum(n_node)`` as a Python int (eager; when tracing, pass N from a shape).
+
+    Args:
+        graph: a :class:`NeighborGraph`; only ``n_node (nf,)`` (integer) is read, no geometry (no Å).
+    """
     return int(graph.n_node.sum())

@@ -29,13 +29,14 @@ def edge_force_virial(g, graph: NeighborGraph, num_nodes: int | None = None, num
     has a local center.
 
     Args:
-        g: ``(E, 3)`` float, the gradient of the total energy w.r.t. ``edge_vec``.
+        g: ``(E, 3)`` float, the gradient of the total energy w.r.t. ``edge_vec``, eV/Å.
         graph: the graph ``g`` belongs to.
         num_nodes: ``N``; default ``sum(n_node)`` (pass it when tracing).
         num_local: ``L``, the local nodes ``n_node`` counts; default ``N``.
 
     Returns:
-        ``(force (N, 3), atom_virial (N, 3, 3), virial (nf, 3, 3))``.
+        ``(force (N, 3), atom_virial (N, 3, 3), virial (nf, 3, 3))`` in ``g``'s dtype: forces in eV/Å,
+        virials in eV.
     """
     xp = B.namespace(g, graph.edge_vec)
     if tuple(g.shape) != tuple(graph.edge_vec.shape):

@@ -32,10 +32,10 @@ class HaloGraph:
     """One domain's graph: ``L`` local atoms then ``G`` ghosts (numpy).
 
     Attributes:
-        graph: :class:`NeighborGraph` over ``N = L + G`` nodes; ``n_node = [L]``;
+        graph: :class:`NeighborGraph` over ``N = L + G`` nodes (``edge_vec`` in Å); ``n_node = [L]``;
             every ``dst < L``; ``edge_vec = positions[src] - positions[dst]``.
         atype: ``(N,)`` int64 types, locals then ghosts.
-        positions: ``(N, 3)`` float64 node coordinates (ghosts at their image positions).
+        positions: ``(N, 3)`` float64 node coordinates in Å (ghosts at their image positions).
         owner: ``(N,)`` int64 index of the box atom each node is a copy of.
         num_local: ``L``.
     """
@@ -105,6 +105,14 @@ def batch_halos(halos) -> HaloGraph:
 
     ``n_node`` lists each frame's local atoms; ``owner`` keeps each frame's own
     atom indices (fold each frame's nodes separately, or offset them).
+
+    Args:
+        halos: :class:`HaloGraph` s, domain ``k`` with ``L_k`` locals and ``G_k`` ghosts (numpy; positions
+            float64 in Å).
+
+    Returns:
+        one :class:`HaloGraph` of ``sum L_k + sum G_k`` nodes: ``atype (N,)`` int64, ``positions (N, 3)``
+        float64 in Å, ``owner (N,)`` int64, ``n_node (nk,)`` int64, ``num_local = sum L_k``.
     """
     halos = list(halos)
     if not halos:
@@ -133,6 +141,14 @@ def fold_ghosts(values, owner, num_atoms: int):
 
     This is the engine's reverse communication (LAMMPS ``newton_pair on``):
     each ghost's force goes back to its owner.
+
+    Args:
+        values: ``(N, ...)`` float, e.g. forces ``(N, 3)`` in eV/Å or atom virials ``(N, 3, 3)`` in eV.
+        owner: ``(N,)`` int64, the box atom of each node.
+        num_atoms: atoms in the box.
+
+    Returns:
+        ``(num_atoms, ...)`` of ``values``' dtype and unit.
     """
     values = np.asarray(values)
     out = np.zeros((num_atoms,) + values.shape[1:], dtype=values.dtype)

@@ -48,12 +48,12 @@ def truncate(graph: NeighborGraph, sel: int) -> NeighborGraph:
     depends on the data).
 
     Args:
-        graph: a compact :class:`~graphdesc.graph.NeighborGraph` with ``E`` edges.
+        graph: a compact :class:`~graphdesc.graph.NeighborGraph` with ``E`` edges (any float dtype, kept).
         sel: neighbors kept per center (>= 1).
 
     Returns:
         a compact graph with ``K <= E`` edges (``edge_index (2, K)``,
-        ``edge_vec (K, 3)`` in Å, ``edge_mask (K,)`` all True), the same nodes
+        ``edge_vec (K, 3)`` in Å, ``edge_mask (K,)`` all True; int64 indices, bool mask), the same nodes
         and ``n_node``.
     """
     _check_sel(sel)
@@ -79,6 +79,14 @@ def to_static(graph: NeighborGraph, sel: int) -> NeighborGraph:
     Padding slots: ``edge_mask`` False, ``edge_vec`` 0, ``src = dst = c``.
     Differentiable: ``edge_vec`` of the result is built from the input's by
     scatter, so gradients flow back.
+
+    Args:
+        graph: a compact :class:`~graphdesc.graph.NeighborGraph`, ``N`` nodes, ``E`` edges, grouped by ``dst``.
+        sel: slots per center.
+
+    Returns:
+        a graph with ``edge_index (2, N*sel)`` int64, ``edge_vec (N*sel, 3)`` in Å of the input's float dtype,
+        ``edge_mask (N*sel,)`` bool, the same ``n_node``.
 
     Raises:
         ValueError: if a center has more than ``sel`` real neighbors (call
@@ -111,7 +119,7 @@ def to_dense(graph: NeighborGraph, sel: int):
     """Padded dense arrays of the static layout.
 
     Returns:
-        ``(nlist (N, sel) int64, vec (N, sel, 3) float, mask (N, sel) bool)``:
+        ``(nlist (N, sel) int64, vec (N, sel, 3) float in Å, mask (N, sel) bool)``:
         ``nlist`` holds the neighbor's node index or -1, ``vec`` the edge vector
         or 0, nearest first.
     """
@@ -130,7 +138,7 @@ def from_dense_quartet(coord_ext, atype_ext, nlist, mapping=None, *, compact: bo
     """DeePMD-kit's extended quartet -> ``(NeighborGraph, atype (nf*nloc,))``.
 
     Args:
-        coord_ext: ``(nf, nall, 3)`` or ``(nf, nall*3)`` extended coordinates;
+        coord_ext: ``(nf, nall, 3)`` or ``(nf, nall*3)`` float extended coordinates in Å;
             the first ``nloc`` are the local atoms.
         atype_ext: ``(nf, nall)`` integer types.
         nlist: ``(nf, nloc, nnei)`` indices into the extended atoms, -1 for padding.
@@ -186,13 +194,14 @@ def to_quartet(graph: NeighborGraph, positions, atype, sel: int):
     images included, and DeePMD-kit's dense ``call`` can evaluate it.
 
     Args:
-        positions: ``(N, 3)`` local positions.
-        atype: ``(N,)`` types.
+        positions: ``(N, 3)`` float local positions, Å.
+        atype: ``(N,)`` integer types.
         sel: neighbor slots ``nnei`` per center (>= the max degree).
 
     Returns:
         ``(coord_ext (nf, nall, 3), atype_ext (nf, nall), nlist (nf, nloc, sel),
-        mapping (nf, nall))`` numpy arrays, ``nall = nloc + nloc*sel``, nearest first.
+        mapping (nf, nall))`` numpy arrays (coordinates float64 in Å, the rest int64),
+        ``nall = nloc + nloc*sel``, nearest first.
     """
     nlist, vec, mask = (B.to_numpy(a) for a in to_dense(graph, sel))
     n_node = B.to_numpy(graph.n_node)

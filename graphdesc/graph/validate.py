@@ -10,12 +10,12 @@ __all__ = ["validate", "node_frame", "frame_first_node"]
 
 
 def node_frame(n_node, num_nodes):
-    """``(N,)`` frame index of every node, from ``n_node (nf,)``."""
+    """``(N,)`` int64 frame index of every node, from ``n_node (nf,)`` int64."""
     return B.repeat(B.arange(n_node.shape[0], n_node), n_node, num_nodes)
 
 
 def frame_first_node(n_node, num_nodes):
-    """``(N,)`` index of the first node of every node's frame, from ``n_node (nf,)``."""
+    """``(N,)`` int64 index of the first node of every node's frame, from ``n_node (nf,)`` int64."""
     xp = B.namespace(n_node)
     first = xp.cumulative_sum(n_node) - n_node  # (nf,)
     return B.gather(first, node_frame(n_node, num_nodes))
@@ -38,6 +38,14 @@ def validate(graph: NeighborGraph, atype=None, *, ntypes: int | None = None, pad
     be the ``src`` of an edge: every ``dst`` must be local.
 
     Value checks need concrete arrays: call this eagerly, before tracing.
+
+    Args:
+        graph: a :class:`~graphdesc.graph.NeighborGraph` (``edge_index (2, E)`` int64, ``edge_vec (E, 3)``
+            float in Å, ``edge_mask (E,)`` bool, ``n_node (nf,)`` int64).
+        atype: optional ``(N,)`` integer atom types.
+        ntypes: with ``atype``, the number of types.
+        padding_zero: require ``edge_vec == 0`` on masked edges.
+        num_local: ``L``, the local atoms (nodes ``[L, N)`` are ghosts); None: no ghosts.
 
     Raises:
         TypeError: a field of the wrong kind or dtype.

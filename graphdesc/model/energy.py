@@ -36,12 +36,12 @@ def init_model_params(config: EnergyConfig, seed: int = 0) -> dict:
 
 def atom_energy(params: dict, config: EnergyConfig, graph: NeighborGraph, atype, *, static: bool = False,
                 num_local=None, attention: str = "auto"):
-    """Atom energies ``(L,)`` of the local nodes of ``graph`` (every node, ``L = N``, without ghosts).
+    """Atom energies ``(L,)`` in eV of the local nodes of ``graph`` (every node, ``L = N``, without ghosts).
 
     Args:
         params: the model tree, in the graph's array library and float dtype.
         config: the hyperparameters.
-        graph: compact graph, or the shape-static layout with ``static=True``.
+        graph: compact graph (``edge_vec`` in Å), or the shape-static layout with ``static=True``.
         atype: ``(N,)`` int atom types.
         num_local: ``L`` when nodes ``[L, N)`` are ghosts (see
             :func:`~graphdesc.descriptor.dpa1_graph`); ghosts have no atom
@@ -63,8 +63,9 @@ def atom_energy_stages(params: dict, config: EnergyConfig, graph: NeighborGraph,
     :func:`~graphdesc.descriptor.graph_path.center_inputs`), the same cut into
     chunks of centers (``pieces``, a list of dicts; one on accelerators and when
     traced), and ``energy_of(piece) -> (C,)``, the atom energies of a piece's
-    ``C`` centers. Concatenated over ``pieces`` they are the atom energies in
-    the parts' row order; ``in_node_order(energies, parts)`` is :func:`atom_energy`.
+    ``C`` centers, in eV and the graph's float dtype (``edge_vec`` in Å). Concatenated over
+    ``pieces`` they are the atom energies in the parts' row order; ``in_node_order(energies, parts)``
+    is :func:`atom_energy`.
     A piece depends on the edges only through its own ``parts`` rows, so the
     torch shell differentiates one piece at a time (forces at the memory of one piece).
     """
@@ -98,12 +99,14 @@ def center_energy(params: dict, config: EnergyConfig, piece: dict, table=None, *
 
 
 def frame_energy(atom_e, n_node):
-    """Frame energies ``(nf,)``: the sum of ``atom_e (L,)`` (local atoms) over each frame of ``n_node (nf,)``."""
+    """Frame energies ``(nf,)`` in eV: the sum of float ``atom_e (L,)`` (local atoms, eV) over each frame of int64
+    ``n_node (nf,)``; ``atom_e``'s dtype."""
     return segment_sum(atom_e, node_frame(n_node, atom_e.shape[0]), n_node.shape[0])
 
 
 def with_ghosts(atom_e, num_nodes):
-    """``(N,)`` atom energies: ``atom_e (L,)`` of the local nodes, then exactly 0 for the ``N - L`` ghosts."""
+    """``(N,)`` atom energies (eV, ``atom_e``'s float dtype): ``atom_e (L,)`` of the local nodes, then exactly 0 for
+    the ``N - L`` ghosts."""
     xp = B.namespace(atom_e)
     zeros = xp.zeros((num_nodes - atom_e.shape[0],), dtype=atom_e.dtype, device=B.device(atom_e))
     return xp.concat([atom_e, zeros])

@@ -56,7 +56,8 @@ def _net(layers: list, x, act: str):
 
 
 def fitting_energy(params: dict, config: EnergyConfig, descriptor, atype):
-    """Atom energies ``(N,)`` from ``descriptor (N, dim_out)`` and ``atype (N,)``."""
+    """Atom energies ``(N,)`` in eV from ``descriptor (N, dim_out)`` and integer ``atype (N,)``, in the descriptor's
+    float dtype."""
     xp = B.namespace(descriptor)
     act = config.activation_function
     nets = params["nets"]

@@ -28,8 +28,8 @@ class Batch:
         atype: ``(N,)`` int64.
         natoms: ``(nf,)`` float, atoms per frame.
         energy: ``(nf,)`` labels, eV.
-        force: ``(N, 3)`` labels, or None when a frame lacks forces.
-        virial: ``(nf, 3, 3)`` labels (zeros where missing), or None when no frame has one.
+        force: ``(N, 3)`` labels, eV/Å, or None when a frame lacks forces.
+        virial: ``(nf, 3, 3)`` labels, eV (zeros where missing), or None when no frame has one.
         virial_mask: ``(nf,)`` bool, frames with a virial label, or None.
     """
 
@@ -51,7 +51,10 @@ class Batch:
 
 
 class GraphCache:
-    """Neighbor graphs of a dataset's frames at cutoff ``rcut``, built on first use."""
+    """Neighbor graphs of a dataset's frames at cutoff ``rcut`` (Å), built on first use.
+
+    Each frame's graph is a numpy :class:`~graphdesc.graph.NeighborGraph` (float64 ``edge_vec (E, 3)`` in Å);
+    :func:`iterate_batches` converts and batches them."""
 
     def __init__(self, dataset: Dataset, rcut: float):
         self.dataset, self.rcut = dataset, float(rcut)
@@ -104,7 +107,20 @@ class GraphCache:
 def iterate_batches(cache: GraphCache, batch_size: int, *, shuffle: bool = False, rng=None, indices=None,
                     dtype=torch.float64, device="cpu"):
     """One pass over the dataset (or the frames ``indices``) in batches of ``batch_size`` frames
-    (the last may be smaller)."""
+    (the last may be smaller).
+
+    Args:
+        cache: the dataset's :class:`GraphCache`.
+        batch_size: frames per batch.
+        shuffle: visit the frames in ``rng``'s random order.
+        rng: a ``numpy.random.Generator`` (with ``shuffle``).
+        indices: ``(n,)`` integer frame indices to visit (default: all, in order).
+        dtype: float dtype of the geometry and labels (``torch.float64`` or ``torch.float32``).
+        device: where the tensors go.
+
+    Yields:
+        :class:`Batch` es of ``nf <= batch_size`` frames: ``edge_vec (E, 3)`` in Å, ``atype (N,)`` int64,
+        ``energy (nf,)`` eV, ``force (N, 3)`` eV/Å, ``virial (nf, 3, 3)`` eV."""
     order = np.arange(len(cache.dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
     if shuffle:
         order = (rng or np.random.default_rng()).permutation(order)

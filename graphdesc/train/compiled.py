@@ -64,7 +64,10 @@ def trace_training_forward(model, sample=None, *, keep_saved_detach: bool = Fals
     (energy (nf,), force (N, 3), virial (nf, 3, 3))`` of ``model`` with ``create_graph=True``.
 
     ``leaves`` are ``model``'s parameters and buffers in ``model.leaf_names()``
-    order. ``keep_saved_detach=True`` skips the repair (to show what it fixes).
+    order; ``atype``, ``edge_index`` and ``n_node`` are int64, ``edge_mask`` bool, ``edge_vec`` (Å) and the
+    outputs (eV, eV/Å, eV) in the model's float dtype. ``sample`` is such a tuple (default:
+    :func:`~graphdesc.export.sample_inputs` without ghosts). ``keep_saved_detach=True`` skips the repair (to show
+    what it fixes).
     """
     from torch.fx.experimental.proxy_tensor import make_fx
 

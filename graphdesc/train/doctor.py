@@ -163,8 +163,8 @@ def gradient_doctor(model, batches, *, modes=MODES, components=DOCTOR_COMPONENTS
 
     Args:
         model: an :class:`~graphdesc.torch.EnergyModel` (its parameters are not changed).
-        batches: :class:`~graphdesc.train.Batch` es with energy, force and
-            virial labels (use two of different sizes to catch shape specialization).
+        batches: :class:`~graphdesc.train.Batch` es with energy ``(nf,)``, force ``(N, 3)`` and
+            virial ``(nf, 3, 3)`` labels (use two of different sizes to catch shape specialization).
         modes: execution modes; ``"eager"`` is the reference and always runs.
         components: loss components (``"all"`` is their unit-weight sum).
         tolerance: relative gradient tolerance; default 1e-10 (float64) or 1e-4 (float32).

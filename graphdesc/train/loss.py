@@ -91,8 +91,8 @@ def loss_terms(pred: dict, batch, components=COMPONENTS, *, intensive: bool = Tr
     """The MSE of each of ``components`` (see the module docstring), as 0-d tensors.
 
     Args:
-        pred: model outputs with ``energy (nf,)`` and, for the force and virial
-            terms, ``force (N, 3)`` and ``virial (nf, 3, 3)``.
+        pred: float model outputs with ``energy (nf,)`` eV and, for the force and virial
+            terms, ``force (N, 3)`` eV/Å and ``virial (nf, 3, 3)`` eV.
         batch: a :class:`~graphdesc.train.batch.Batch` with the labels.
         intensive: ``n_f^2`` (True) or ``n_f`` (False) normalization of the
             energy and virial errors.
@@ -100,6 +100,10 @@ def loss_terms(pred: dict, batch, components=COMPONENTS, *, intensive: bool = Tr
             is one rank's share of it (:func:`label_counts`): each term is then
             its sum of squared errors over these entries, so the terms of all
             ranks add up to the global mean. Default: the mean over ``batch``.
+
+    Returns:
+        ``{component: scalar tensor}`` in ``pred``'s dtype: energy and virial terms in eV^2 (per atom^2 when
+        ``intensive``, per atom otherwise), the force term in (eV/Å)^2.
     """
     terms = {}
     for component in components:
