@@ -19,7 +19,7 @@ import pickle
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import rerender, save_results  # noqa: E402
+from _timing import median_time, rerender, save_results  # noqa: E402
 from bench_dpa1 import RCUT, SYSTEMS, make_model, system_positions  # noqa: E402
 
 GROUPS = {  # op name -> group; ops not listed are elementwise (aten::) or engine/dispatch (anything else)
@@ -43,8 +43,11 @@ def group_of(name: str) -> str:
     return "elementwise" if name.startswith("aten::") else "autograd engine, dispatch"
 
 
-def profile_call(system: str, cells: int, precision: str, cache: str, calls: int = 3) -> tuple[int, dict]:
-    """``(atoms, {group: self CPU seconds per call})`` of ``calls`` profiled E+F calls after two warm-ups."""
+def profile_call(system: str, cells: int, precision: str, cache: str, calls: int = 3) -> dict:
+    """One size: ``atoms``; ``seconds``, ``{group: self CPU seconds per call}`` of ``calls`` profiled E+F calls
+    after two warm-ups; ``op_calls``, profiled events per call; and the per-call cost unprofiled (medians):
+    ``build_ms`` (the neighbor graph), ``call_ms`` (energy+force) and ``tiny_call_ms``, the same call with every
+    width of the model set to 1 (the same ops on near-empty tensors: Python and dispatch, the fixed cost)."""
     import torch
     from torch.profiler import profile
 
@@ -67,7 +70,26 @@ def profile_call(system: str, cells: int, precision: str, cache: str, calls: int
     seconds = collections.Counter()
     for event in prof.key_averages():
         seconds[group_of(event.key)] += event.self_cpu_time_total / 1e6 / calls
-    return len(positions), dict(seconds)
+    op_calls = sum(event.count for event in prof.key_averages()) / calls
+
+    def build():
+        return build_graph(torch.as_tensor(positions, dtype=dtype), RCUT, cell=torch.as_tensor(cell, dtype=dtype),
+                           pbc=True)
+
+    tiny = EnergyModel(tiny_config(config)).to(dtype=dtype).eval()
+    tiny.compute_stats([(graph, atype)])
+    return dict(atoms=len(positions), seconds=dict(seconds), op_calls=op_calls,
+                build_ms=1e3 * median_time(build, 7), call_ms=1e3 * median_time(lambda: model(graph, atype), 7),
+                tiny_call_ms=1e3 * median_time(lambda: tiny(graph, atype), 7))
+
+
+def tiny_config(config):
+    """``config`` with every width 1: the same ops and layers, almost no arithmetic."""
+    import dataclasses
+
+    d = config.descriptor
+    descriptor = dataclasses.replace(d, neuron=(1,) * len(d.neuron), axis_neuron=1, tebd_dim=1, attn=1)
+    return dataclasses.replace(config, descriptor=descriptor, neuron=(1,) * len(config.neuron))
 
 
 def markdown(result: dict) -> str:
@@ -82,6 +104,14 @@ def markdown(result: dict) -> str:
         cells_text = [f"{100 * s.get(group, 0) / sum(s.values()):.0f} % ({1e3 * s.get(group, 0):.0f})"
                       for _, s in columns]
         lines.append(f"| {group} | " + " | ".join(cells_text) + " |")
+    sized = [c for c in result["columns"] if "call_ms" in c]
+    if sized:
+        lines += ["", "Per-call cost, unprofiled medians (ms per call): the neighbor graph, the energy+force call, "
+                  "and the same call with every width 1 (Python and dispatch: the fixed cost).", "",
+                  "| atoms | graph build | E+F call | E+F call, widths 1 | fixed share of the call | op calls |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {c['atoms']} | {c['build_ms']:.1f} | {c['call_ms']:.1f} | {c['tiny_call_ms']:.1f} | "
+                  f"{100 * c['tiny_call_ms'] / c['call_ms']:.0f} % | {c['op_calls']:.0f} |" for c in sized]
     return "\n".join(lines) + "\n"
 
 
@@ -107,9 +137,9 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.cache, exist_ok=True)
-    columns = [profile_call(args.system, c, args.precision, args.cache) for c in cells]
     result = dict(system=args.system, precision=args.precision, threads=args.threads, torch=torch.__version__,
-                  date=datetime.date.today().isoformat(), columns=[dict(atoms=n, seconds=s) for n, s in columns])
+                  date=datetime.date.today().isoformat(), load=round(os.getloadavg()[0], 1),
+                  columns=[profile_call(args.system, c, args.precision, args.cache) for c in cells])
     print(markdown(result))
     save_results(result, args.out, markdown)
     return 0

@@ -142,3 +142,28 @@ def test_deepmd_training_comparison_quick_run(tmp_path):
     for code in ("graphdesc", "deepmd"):
         assert all(np.isfinite(result["runs"][code][0][c]).all() for c in ("energy", "force", "virial"))
     assert (tmp_path / "train_deepmd.png").stat().st_size > 0
+
+
+def test_shared_cpu_benchmark_quick_run(tmp_path):
+    """bench_shared_cpu on 32 atoms, graph eager, no competitor and one light one: a competitor process really
+    runs beside the timed call (and is gone afterwards), and the slowdown table is written from the JSON."""
+    out = tmp_path / "shared.json"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_shared_cpu.py"), "--cells", "2",
+                          "--paths", "graph@1", "--levels", "none,light", "--rounds", "1", "--repeats", "1",
+                          "--budget", "0", "--cache", str(tmp_path / "cache"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {(r["path"], r["level"]) for r in result["rows"]} == {("graph@1", "none"), ("graph@1", "light")}
+    table = (tmp_path / "shared.md").read_text()
+    assert "| graph@1 |" in table and "light slowdown" in table
+    cpu = result["meta"]["competitor_cpu_s"]
+    assert cpu["none"] == 0 and cpu["light"] > 0.5, cpu  # the competitor computed beside the timed call
+    assert "a = torch.tanh(a @ a)" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                                          text=True).stdout
+
+
+def test_shared_cpu_rejects_unknown_levels():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_shared_cpu.py"), "--levels",
+                           "none,extreme"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--levels" in proc.stderr and "extreme" in proc.stderr

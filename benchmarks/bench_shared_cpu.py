@@ -1,0 +1,161 @@
+"""Energy+force time on a shared CPU: each path's slowdown under a competing load, side by side.
+
+A competitor is a separate process multiplying 800 x 800 float64 matrices in a loop with its own torch
+threads, the kind of neighbour a shared node has. Levels of competition::
+
+    none    nothing else running
+    light   one competitor, 1 thread
+    medium  one competitor, 2 threads
+    heavy   two competitors, 2 threads each
+
+For each round, each level in turn: start its competitors, let them run a second, then time every path once
+(``bench_dpa1.py``'s child: one fresh process per point, warm-up, then the median of ``--repeats`` calls or more
+within ``--budget`` seconds), then stop them. The paths of one level run back to back, under the same load;
+rounds repeat the whole set. Per (path, level): the median over rounds, and the slowdown against the same
+path with no competition in the same run.
+
+Paths (``NAME[@THREADS][+passive]``): ``graph`` (eager, default layout), ``graph-pt2`` (the AOTInductor
+package), ``deepmd`` (DeePMD-kit 3.2's dense torch model), with ``@1`` or ``@2`` torch threads (default 2);
+``+passive`` runs the child with ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep at once instead of spinning
+while they wait)::
+
+    python benchmarks/bench_shared_cpu.py                         # Cu fp64 256 atoms, results/shared_cpu.*
+    python benchmarks/bench_shared_cpu.py --cells 6 --rounds 3    # 864 atoms
+    python benchmarks/bench_shared_cpu.py --report benchmarks/results/shared_cpu.json   # re-render the .md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from _timing import rerender, save_results  # noqa: E402
+
+LEVELS = {"none": (), "light": (1,), "medium": (2,), "heavy": (2, 2)}  # threads of each competitor
+COMPETITOR = ("import torch, sys\ntorch.set_num_threads(int(sys.argv[1]))\n"
+              "a = torch.randn(800, 800, dtype=torch.float64)\nwhile True:\n    a = torch.tanh(a @ a)\n")
+
+
+def start_competitors(level: str) -> list:
+    procs = [subprocess.Popen([sys.executable, "-c", COMPETITOR, str(t)]) for t in LEVELS[level]]
+    time.sleep(1.0 if procs else 0.0)
+    return procs
+
+
+def stop(procs: list) -> float:
+    """Kill the competitors; the CPU seconds they used (proof that they ran)."""
+    used = 0.0
+    for p in procs:
+        with open(f"/proc/{p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        used += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        p.kill()
+    for p in procs:
+        p.wait()
+    return used
+
+
+def run_path(args, path: str, model_path: str, package: str | None) -> dict:
+    path, passive, _ = path.partition("+passive")
+    name, _, threads = path.partition("@")
+    env = dict(os.environ, **({"OMP_WAIT_POLICY": "PASSIVE"} if passive else {}))
+    cmd = [sys.executable, os.path.join(HERE, "bench_dpa1.py"), "--child", "--system", args.system,
+           "--precision", args.precision, "--path", name, "--cells", str(args.cells), "--model", model_path,
+           "--device", "cpu", "--threads", threads or "2", "--repeats", str(args.repeats), "--budget",
+           str(args.budget), "--force-out", os.path.join(args.cache, f"shared-{name}.npy")]
+    if package:
+        cmd += ["--package", package]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{path} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def markdown(result: dict) -> str:
+    meta = result["meta"]
+    paths, levels = meta["paths"], meta["levels"]
+    med = {(r["path"], r["level"]): r["ms_per_atom"] for r in result["rows"]}
+    lines = [f"`python benchmarks/bench_shared_cpu.py`, {meta['system']} {meta['precision']} {meta['atoms']} atoms, "
+             f"energy+force, {meta['rounds']} rounds, torch {meta['torch']}, {meta['cpus']} CPUs, {meta['date']}, "
+             f"load {meta['load']} at the start. ms/atom (median over rounds), and the slowdown against no "
+             "competition.", "",
+             "| path | " + " | ".join(f"{lv} ms/atom" for lv in levels) + " | "
+             + " | ".join(f"{lv} slowdown" for lv in levels if lv != "none") + " |",
+             "|---|" + "---:|" * (2 * len(levels) - 1)]
+    for path in paths:
+        base = med[(path, "none")]
+        lines.append(f"| {path} | " + " | ".join(f"{med[(path, lv)]:.2f}" for lv in levels) + " | "
+                     + " | ".join(f"{med[(path, lv)] / base:.2f}x" for lv in levels if lv != "none") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", default="cu")
+    parser.add_argument("--precision", default="float64", choices=("float64", "float32"))
+    parser.add_argument("--cells", type=int, default=4, help="cells per side (cu: 4 -> 256 atoms)")
+    parser.add_argument("--paths", default="graph,graph@1,graph-pt2,graph-pt2@1,deepmd,deepmd@1")
+    parser.add_argument("--levels", default="none,light,medium,heavy")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=3.0)
+    parser.add_argument("--cache", default=os.path.join(HERE, ".cache"))
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "shared_cpu.json"))
+    parser.add_argument("--report", metavar="JSON", help="only re-render the .md of an earlier run")
+    args = parser.parse_args(argv)
+    if args.report:
+        rerender(args.report, markdown)
+        return 0
+    import torch
+
+    from bench_dpa1 import SYSTEMS, _atoms, make_model, make_package
+
+    levels = [lv.strip() for lv in args.levels.split(",")]
+    paths = [p.strip() for p in args.paths.split(",")]
+    names = [p.partition("@")[0].partition("+")[0] for p in paths]
+    for flag, values, allowed in (("--levels", levels, LEVELS), ("--paths", names, ("graph", "graph-pt2", "deepmd"))):
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            parser.error(f"{flag}: unknown {bad}; choose from {', '.join(allowed)}")
+    if "none" not in levels:
+        parser.error("--levels: 'none' is the reference of every slowdown")
+    if args.system not in SYSTEMS:
+        parser.error(f"--system: unknown {args.system!r}")
+    os.makedirs(args.cache, exist_ok=True)
+    model_path = make_model(args.system, args.precision, args.cache)
+    packages = {p: make_package(model_path, "cpu", args.cache) if p.startswith("graph-pt2") else None for p in paths}
+    load = os.getloadavg()[0]
+    times = {(p, lv): [] for p in paths for lv in levels}
+    competitor_cpu = dict.fromkeys(levels, 0.0)
+    for r in range(args.rounds):
+        for level in levels:
+            procs = start_competitors(level)
+            try:
+                for path in paths:
+                    row = run_path(args, path, model_path, packages[path])
+                    times[(path, level)].append(row["us_per_atom"] / 1e3)
+                    print(f"round {r + 1} {level:6} {path:12} {times[(path, level)][-1]:8.2f} ms/atom", flush=True)
+            finally:
+                competitor_cpu[level] += stop(procs)
+    rows = [dict(path=p, level=lv, ms_per_atom=statistics.median(t), rounds=t) for (p, lv), t in times.items()]
+    meta = dict(system=args.system, precision=args.precision, atoms=_atoms(args.system, args.cells), paths=paths,
+                levels=levels, competitor_cpu_s=competitor_cpu, rounds=args.rounds, torch=torch.__version__,
+                cpus=os.cpu_count(),
+                date=datetime.date.today().isoformat(), load=round(load, 1), command=" ".join(sys.argv))
+    result = dict(meta=meta, rows=rows)
+    print("\n" + markdown(result))
+    save_results(result, args.out, markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
