@@ -636,13 +636,29 @@ def padding_table(result: dict) -> list:
     return lines + [""]
 
 
+def floor_table(result: dict) -> list:
+    """Each graphdesc row against the matmul floor of its run: its model FLOPs at the large-matmul rate."""
+    rows = [r for r in result["rows"] if r["path"] in ("graph", "graph-pt2") and r["precision"] in
+            result["meta"]["gemm_gflops"]]
+    if not rows:
+        return []
+    lines = ["Against the matmul floor (the model's matmul FLOPs at this run's large-matmul rate):", "",
+             "| system | precision | atoms | path | ms/atom | floor ms/atom | x floor |",
+             "|---|---|---:|---|---:|---:|---:|"]
+    for r in rows:
+        floor = r["mflop_per_atom"] / result["meta"]["gemm_gflops"][r["precision"]]  # MFLOP / (GFLOP/s) = ms
+        lines.append(f"| {r['system']} | {r['precision']} | {r['atoms']} | {r['path']} | {r['us_per_atom'] / 1e3:.2f} "
+                     f"| {floor:.2f} | {r['us_per_atom'] / 1e3 / floor:.2f} |")
+    return lines + [""]
+
+
 def markdown(result: dict) -> str:
     meta = result["meta"]
     lines = [f"DPA1 energy+force, {meta['device_name']} ({meta['device']}, {meta['threads']} threads), "
              f"torch {meta['torch']}, DeePMD-kit {meta['deepmd']}, {meta['date']}. "
              f"Large-matmul rate: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in meta["gemm_gflops"].items()) + ".",
              *(["", f"Note: {meta['note']}."] if meta.get("note") else []),
-             "", summary(result), *padding_table(result), "All measurements:", "",
+             "", summary(result), *padding_table(result), *floor_table(result), "All measurements:", "",
              "| system | precision | atoms | neighbors (mean/max) | path | µs/atom | peak MiB/atom | GFLOP/s "
              "| % of matmul rate | neighbor build (ms) | vs graph: |ΔE|/atom, max |ΔF| |",
              "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|"]

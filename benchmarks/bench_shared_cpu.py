@@ -14,12 +14,19 @@ within ``--budget`` seconds), then stop them. The paths of one level run back to
 rounds repeat the whole set. Per (path, level): the median over rounds, and the slowdown against the same
 path with no competition in the same run.
 
-Paths (``NAME[@THREADS][+passive]``): ``graph`` (eager, default layout), ``graph-pt2`` (the AOTInductor
+Paths (``NAME[@THREADS][+POLICY]``): ``graph`` (eager, default layout), ``graph-pt2`` (the AOTInductor
 package), ``deepmd`` (DeePMD-kit 3.2's dense torch model), with ``@1`` or ``@2`` torch threads (default 2);
-``+passive`` runs the child with ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep at once instead of spinning
-while they wait)::
+``train``, one eager training step of ``bench_train_step.py`` (small preset, 4 x 32-atom frames: the system
+size options do not apply), reported per atom of the step.
+Each child runs with exactly the OpenMP wait policy its name says, libgomp's default when it names none:
+``+passive`` is ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once instead of spinning while they wait),
+``+spinN`` is ``GOMP_SPINCOUNT=N`` (spin N times, then sleep; libgomp's default is 300,000; graphdesc's
+policy, :mod:`graphdesc.threads`, is ``+spin1000``)::
 
     python benchmarks/bench_shared_cpu.py                         # Cu fp64 256 atoms, results/shared_cpu.*
+    python benchmarks/bench_shared_cpu.py --rounds 2 \
+        --paths graph+passive,graph+spin1000,graph+spin10000,graph+spin100000,graph@1 \
+        --out benchmarks/results/shared_cpu_policies.json
     python benchmarks/bench_shared_cpu.py --cells 6 --rounds 3    # 864 atoms
     python benchmarks/bench_shared_cpu.py --report benchmarks/results/shared_cpu.json   # re-render the .md
 """
@@ -40,6 +47,10 @@ sys.path.insert(0, HERE)
 
 from _timing import rerender, save_results  # noqa: E402
 
+#: ``+SUFFIX`` of a path -> the OpenMP environment of its child
+POLICIES = {"": lambda s: {}, "passive": lambda s: {"OMP_WAIT_POLICY": "PASSIVE"},
+            **{f"spin{n}": (lambda s: {"GOMP_SPINCOUNT": s[4:]}) for n in (0, 1000, 10000, 100000, 1000000)}}
+NAMES = ("graph", "graph-pt2", "deepmd", "train")
 LEVELS = {"none": (), "light": (1,), "medium": (2,), "heavy": (2, 2)}  # threads of each competitor
 COMPETITOR = ("import torch, sys\ntorch.set_num_threads(int(sys.argv[1]))\n"
               "a = torch.randn(800, 800, dtype=torch.float64)\nwhile True:\n    a = torch.tanh(a @ a)\n")
@@ -65,9 +76,18 @@ def stop(procs: list) -> float:
 
 
 def run_path(args, path: str, model_path: str, package: str | None) -> dict:
-    path, passive, _ = path.partition("+passive")
+    path, _, policy = path.partition("+")
     name, _, threads = path.partition("@")
-    env = dict(os.environ, **({"OMP_WAIT_POLICY": "PASSIVE"} if passive else {}))
+    # every child gets exactly its policy: none set means libgomp's default (importing graphdesc in this process
+    # may have set graphdesc's policy in os.environ, which children would otherwise inherit)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(POLICIES[policy](policy))
+    if name == "train":  # one eager training step of bench_train_step (small preset, 4 x 32 atoms), per atom
+        cmd = [sys.executable, os.path.join(HERE, "bench_train_step.py"), "--child", "eager", "auto", "--steps", "21"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise SystemExit(f"{path} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        return dict(us_per_atom=1e6 * json.loads(proc.stdout.strip().splitlines()[-1])["median_step_s"] / 128)
     cmd = [sys.executable, os.path.join(HERE, "bench_dpa1.py"), "--child", "--system", args.system,
            "--precision", args.precision, "--path", name, "--cells", str(args.cells), "--model", model_path,
            "--device", "cpu", "--threads", threads or "2", "--repeats", str(args.repeats), "--budget",
@@ -84,10 +104,12 @@ def markdown(result: dict) -> str:
     meta = result["meta"]
     paths, levels = meta["paths"], meta["levels"]
     med = {(r["path"], r["level"]): r["ms_per_atom"] for r in result["rows"]}
-    lines = [f"`python benchmarks/bench_shared_cpu.py`, {meta['system']} {meta['precision']} {meta['atoms']} atoms, "
-             f"energy+force, {meta['rounds']} rounds, torch {meta['torch']}, {meta['cpus']} CPUs, {meta['date']}, "
-             f"load {meta['load']} at the start. ms/atom (median over rounds), and the slowdown against no "
-             "competition.", "",
+    evals = [p for p in paths if not p.startswith("train")]
+    what = [f"{meta['system']} {meta['precision']} {meta['atoms']} atoms energy+force"] if evals else []
+    what += ["one eager training step (small preset, 4 x 32-atom frames)"] * (len(evals) < len(paths))
+    lines = [f"`python benchmarks/bench_shared_cpu.py`, {' and '.join(what)}, {meta['rounds']} rounds, "
+             f"torch {meta['torch']}, {meta['cpus']} CPUs, {meta['date']}, load {meta['load']} at the start. "
+             "ms/atom (median over rounds), and the slowdown against no competition.", "",
              "| path | " + " | ".join(f"{lv} ms/atom" for lv in levels) + " | "
              + " | ".join(f"{lv} slowdown" for lv in levels if lv != "none") + " |",
              "|---|" + "---:|" * (2 * len(levels) - 1)]
@@ -103,7 +125,7 @@ def main(argv=None) -> int:
     parser.add_argument("--system", default="cu")
     parser.add_argument("--precision", default="float64", choices=("float64", "float32"))
     parser.add_argument("--cells", type=int, default=4, help="cells per side (cu: 4 -> 256 atoms)")
-    parser.add_argument("--paths", default="graph,graph@1,graph-pt2,graph-pt2@1,deepmd,deepmd@1")
+    parser.add_argument("--paths", default="graph,graph+spin1000,graph@1,graph-pt2+spin1000,deepmd")
     parser.add_argument("--levels", default="none,light,medium,heavy")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
@@ -122,7 +144,8 @@ def main(argv=None) -> int:
     levels = [lv.strip() for lv in args.levels.split(",")]
     paths = [p.strip() for p in args.paths.split(",")]
     names = [p.partition("@")[0].partition("+")[0] for p in paths]
-    for flag, values, allowed in (("--levels", levels, LEVELS), ("--paths", names, ("graph", "graph-pt2", "deepmd"))):
+    for flag, values, allowed in (("--levels", levels, LEVELS), ("--paths", names, NAMES),
+                                  ("--paths", [p.partition("+")[2] for p in paths], POLICIES)):
         bad = [v for v in values if v not in allowed]
         if bad:
             parser.error(f"{flag}: unknown {bad}; choose from {', '.join(allowed)}")

@@ -47,7 +47,7 @@ def profile_call(system: str, cells: int, precision: str, cache: str, calls: int
     """One size: ``atoms``; ``seconds``, ``{group: self CPU seconds per call}`` of ``calls`` profiled E+F calls
     after two warm-ups; ``op_calls``, profiled events per call; and the per-call cost unprofiled (medians):
     ``build_ms`` (the neighbor graph), ``call_ms`` (energy+force) and ``tiny_call_ms``, the same call with every
-    width of the model set to 1 (the same ops on near-empty tensors: Python and dispatch, the fixed cost)."""
+    width of the model set to 1 (the same ops with little arithmetic: an upper bound on Python and dispatch)."""
     import torch
     from torch.profiler import profile
 
@@ -107,8 +107,9 @@ def markdown(result: dict) -> str:
     sized = [c for c in result["columns"] if "call_ms" in c]
     if sized:
         lines += ["", "Per-call cost, unprofiled medians (ms per call): the neighbor graph, the energy+force call, "
-                  "and the same call with every width 1 (Python and dispatch: the fixed cost).", "",
-                  "| atoms | graph build | E+F call | E+F call, widths 1 | fixed share of the call | op calls |",
+                  "and the same call with every width 1 (the same ops with little arithmetic: an upper bound on "
+                  "Python and dispatch; the `(deg, deg)` pair scores per center remain).", "",
+                  "| atoms | graph build | E+F call | E+F call, widths 1 | widths-1 share of the call | op calls |",
                   "|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {c['atoms']} | {c['build_ms']:.1f} | {c['call_ms']:.1f} | {c['tiny_call_ms']:.1f} | "
                   f"{100 * c['tiny_call_ms'] / c['call_ms']:.0f} % | {c['op_calls']:.0f} |" for c in sized]

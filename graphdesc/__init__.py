@@ -6,10 +6,16 @@ Layers (data flows down, never back up)::
     segment    segment_sum, segment_max, segment_softmax (mask-safe)
     pairs      center_edge_pairs: compact (dynamic) and shape-static forms
     graph      NeighborGraph, validation, O(N) builders, layouts, force/virial assembly
+
+Importing graphdesc before torch sets OpenMP's wait policy for a shared CPU (:mod:`graphdesc.threads`).
 """
 
-from .pairs import center_edge_pairs, pair_pattern
-from .segment import segment_max, segment_softmax, segment_sum
+from .threads import apply_policy
+
+apply_policy()  # before anything can load torch: libgomp reads its environment once
+
+from .pairs import center_edge_pairs, pair_pattern  # noqa: E402
+from .segment import segment_max, segment_softmax, segment_sum  # noqa: E402
 
 __version__ = "0.1.0"
 

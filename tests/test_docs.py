@@ -136,7 +136,10 @@ GENERATED_PAGES = {"README.md", "errors.md"}
 RENDERED = {"dpa1_cpu": "bench_dpa1", "pt2_cpu": "bench_dpa1", "dpa1_uneven": "bench_dpa1",
             "segment_pairs": "bench_segment_pairs", "graph_build": "bench_graph_build", "dpa1_parity": "dpa1_parity",
             "profile_dpa1": "profile_dpa1", "train_step": "bench_train_step", "train_step_layouts": "bench_train_step",
-            "lammps_cpu": "bench_lammps", "ghosts_cpu": "bench_ghosts"}
+            "lammps_cpu": "bench_lammps", "ghosts_cpu": "bench_ghosts", "shared_cpu": "bench_shared_cpu",
+            "shared_cpu_policies": "bench_shared_cpu", "shared_cpu_default": "bench_shared_cpu",
+            "shared_cpu_train": "bench_shared_cpu", "train_step_vs_789c41b": "bench_train_step",
+            "dpa1_cpu_now": "bench_dpa1"}
 
 
 def _blocks(text: str):
