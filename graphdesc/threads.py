@@ -6,7 +6,7 @@ worker takes the core that the thread it waits for needs, and each of the thousa
 energy+force call pays for it: with two competing 2-thread processes, a 256-atom Cu call ran 44x slower
 than on the idle machine, against 5.2x for DeePMD-kit (``python benchmarks/bench_shared_cpu.py``, docs
 "Benchmarks: on a shared CPU"). With :data:`POLICY` the same call slowed down less than DeePMD-kit's, and on
-the idle machine it ran as fast as with libgomp's default.
+the idle machine it ran within 10 % of libgomp's default.
 
 libgomp reads its environment once, when torch loads it, so the policy can only be set before ``import
 torch``. :func:`apply_policy` runs when ``graphdesc`` is imported: it sets :data:`POLICY` in ``os.environ`` if
@@ -24,7 +24,7 @@ import os
 import sys
 
 #: The environment graphdesc sets before torch loads: spin 1,000 times, then sleep. Measured against libgomp's
-#: default, ``OMP_WAIT_POLICY=PASSIVE`` (no spinning: 15-20 % slower on an idle machine) and spin counts of
+#: default, ``OMP_WAIT_POLICY=PASSIVE`` (no spinning: 13-24 % slower on an idle machine) and spin counts of
 #: 10,000 and 100,000 (slower under load): ``benchmarks/results/shared_cpu_policies.md``.
 POLICY = {"GOMP_SPINCOUNT": "1000"}
 #: Variables that, when the user has set any of them, leave libgomp's waiting as the user chose.
