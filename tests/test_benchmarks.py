@@ -72,7 +72,12 @@ def test_quick_run_agrees_across_paths(tmp_path):
             assert row["de_per_atom_vs_graph"] < 1e-12, (path, atoms)
             assert row["df_max_vs_graph"] < 1e-12 * max(1.0, row["force_max"]), (path, atoms)
     summary, full = (tmp_path / "dpa1.md").read_text().split("All measurements:")
+    summary, floor = summary.split("Against the matmul floor")
     assert summary.count("| cu | float64 |") == 2 and full.count("| cu | float64 |") == 6
+    floor_rows = [line.split("|")[1:-1] for line in floor.splitlines() if line.startswith("| cu |")]
+    assert [int(r[2]) for r in floor_rows] == [32, 108] and all(r[3].strip() == "graph" for r in floor_rows)
+    for r in floor_rows:  # x floor = ms/atom over floor ms/atom, as printed
+        assert abs(float(r[6]) - float(r[4]) / float(r[5])) < 0.02 * float(r[6]) + 0.01
     assert (tmp_path / "dpa1.png").stat().st_size > 10_000
     forces = list((tmp_path / "cache" / "forces").glob("*.npy"))
     assert len(forces) == 6 and all(np.isfinite(np.load(f)).all() for f in forces)
@@ -89,7 +94,8 @@ def test_profile_splits_the_call_into_op_groups(tmp_path):
            "--cache", str(tmp_path), "--out", str(tmp_path / "profile.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ") and "%" in line]
+    table = proc.stdout.split("| op group |")[1].split("\n\n")[0]  # the op-group table, not the per-call one
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ") and "%" in line]
     share = {name.strip(): float(cell.split("%")[0]) for name, cell in rows}
     assert 98 <= sum(share.values()) <= 102, share  # rounded to whole percents
     assert share["matmul (mm, bmm)"] > 20 and share["elementwise"] > 5, share
