@@ -47,9 +47,11 @@ sys.path.insert(0, HERE)
 
 from _timing import rerender, save_results  # noqa: E402
 
+from graphdesc.threads import USER_KNOBS  # noqa: E402  (sets nothing for the children: run_path chooses)
+
 #: ``+SUFFIX`` of a path -> the OpenMP environment of its child
-POLICIES = {"": lambda s: {}, "passive": lambda s: {"OMP_WAIT_POLICY": "PASSIVE"},
-            **{f"spin{n}": (lambda s: {"GOMP_SPINCOUNT": s[4:]}) for n in (0, 1000, 10000, 100000, 1000000)}}
+POLICIES = {"": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+            **{f"spin{n}": {"GOMP_SPINCOUNT": str(n)} for n in (0, 1000, 10000, 100000, 1000000)}}
 NAMES = ("graph", "graph-pt2", "deepmd", "train")
 LEVELS = {"none": (), "light": (1,), "medium": (2,), "heavy": (2, 2)}  # threads of each competitor
 COMPETITOR = ("import torch, sys\ntorch.set_num_threads(int(sys.argv[1]))\n"
@@ -57,7 +59,10 @@ COMPETITOR = ("import torch, sys\ntorch.set_num_threads(int(sys.argv[1]))\n"
 
 
 def start_competitors(level: str) -> list:
-    procs = [subprocess.Popen([sys.executable, "-c", COMPETITOR, str(t)]) for t in LEVELS[level]]
+    """The competitors of ``level``, under libgomp's default wait policy (never the one this process may have)."""
+    env = {k: v for k, v in os.environ.items() if k not in USER_KNOBS}
+    procs = [subprocess.Popen([sys.executable, "-c", COMPETITOR, str(t)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for t in LEVELS[level]]
     time.sleep(1.0 if procs else 0.0)
     return procs
 
@@ -80,20 +85,22 @@ def run_path(args, path: str, model_path: str, package: str | None) -> dict:
     name, _, threads = path.partition("@")
     # every child gets exactly its policy: none set means libgomp's default (importing graphdesc in this process
     # may have set graphdesc's policy in os.environ, which children would otherwise inherit)
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    env.update(POLICIES[policy](policy))
+    env = {k: v for k, v in os.environ.items() if k not in USER_KNOBS}
+    env.update(POLICIES[policy])
     if name == "train":  # one eager training step of bench_train_step (small preset, 4 x 32 atoms), per atom
         cmd = [sys.executable, os.path.join(HERE, "bench_train_step.py"), "--child", "eager", "auto", "--steps", "21"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise SystemExit(f"{path} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
-        return dict(us_per_atom=1e6 * json.loads(proc.stdout.strip().splitlines()[-1])["median_step_s"] / 128)
+        return dict(us_per_atom=1e6 * _child(cmd, env, path)["median_step_s"] / 128)
     cmd = [sys.executable, os.path.join(HERE, "bench_dpa1.py"), "--child", "--system", args.system,
            "--precision", args.precision, "--path", name, "--cells", str(args.cells), "--model", model_path,
            "--device", "cpu", "--threads", threads or "2", "--repeats", str(args.repeats), "--budget",
            str(args.budget), "--force-out", os.path.join(args.cache, f"shared-{name}.npy")]
     if package:
         cmd += ["--package", package]
+    return _child(cmd, env, path)
+
+
+def _child(cmd: list, env: dict, path: str) -> dict:
+    """Run a benchmark child; the JSON of its last output line."""
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{path} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-KNOBS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+from graphdesc.threads import USER_KNOBS as KNOBS
 
 
 def _run(code: str, **env) -> str:
