@@ -30,6 +30,7 @@ __all__ = [
     "to_numpy",
     "on_cpu",
     "split_rows",
+    "softmax",
 ]
 
 
@@ -257,6 +258,21 @@ def split_rows(x, sizes):
         cuts.append(x[start : start + size])
         start += size
     return cuts
+
+
+def softmax(x):
+    """Softmax over the last axis, unmasked (torch's and jax's fused kernels: one pass forward, one backward)."""
+    name = backend_name(x)
+    if name == "torch":
+        return x.softmax(-1)
+    if name == "jax":
+        import jax
+
+        return jax.nn.softmax(x, axis=-1)
+    import numpy as np
+
+    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
 
 
 def to_numpy(x):

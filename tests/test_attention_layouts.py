@@ -77,6 +77,58 @@ def test_layouts_agree_in_pieces_with_derivatives(monkeypatch, config_name):
                                                err_msg=f"{attention} {chunk_bytes} {name}")
 
 
+SMOOTH = [name for name in CONFIGS if make_config(name).smooth_type_embedding and make_config(name).attn_layer]
+
+
+@pytest.mark.parametrize("config_name", SMOOTH)
+@pytest.mark.parametrize("sel", ["above", "equal", "below"])
+def test_folded_smooth_attention_equals_the_masked_layer(monkeypatch, config_name, sel):
+    """The folded smooth-attention layer (switches in the logit matmul, empty keys as phantoms, one extra
+    key for the rest, an unmasked softmax) gives the masked layer's descriptor, gradient and second
+    derivative with sel above the widest block (extra phantoms), equal to it (none: the extra key's logit
+    is NO_PHANTOM) and below it (``sel - deg < 0``: the masked layer runs, as the rule says)."""
+    import torch
+
+    import graphdesc.descriptor.graph_path as gp
+
+    graph, atype = _uneven_system(make_config(config_name).ntypes)
+    width = int(np.bincount(graph.dst, minlength=len(atype)).max())
+    config = make_config(config_name, sel={"above": width + 9, "equal": width, "below": width - 3}[sel])
+    params = cast_params(random_params(config, seed=5), torch.zeros(1, dtype=torch.float64))
+    g, a = _torch_graph(graph), torch.as_tensor(atype)
+    weights = torch.as_tensor(np.random.default_rng(1).normal(size=(len(atype), config.dim_out)))
+    folded_calls = []
+    layer, rule = gp._folded_attention_layer, gp.folded_phantoms
+    monkeypatch.setattr(gp, "_folded_attention_layer", lambda *args: folded_calls.append(1) or layer(*args))
+
+    def run(fold):
+        monkeypatch.setattr(gp, "folded_phantoms", rule if fold else lambda config, width: None)
+        vec = g.edge_vec.clone().requires_grad_(True)
+        d = dpa1_graph(params, config, g.replace(edge_vec=vec), a, attention="blocks")[0]
+        (grad,) = torch.autograd.grad((d * weights).sum(), vec, create_graph=True)
+        (second,) = torch.autograd.grad((grad * grad).sum(), vec)
+        return [x.detach().numpy() for x in (d, grad, second)]
+
+    want = run(False)
+    assert not folded_calls
+    got = run(True)
+    assert len(folded_calls) == (0 if sel == "below" else config.attn_layer), folded_calls
+    assert np.abs(want[2]).max() > 0
+    for name, x, y in zip(("descriptor", "gradient", "second derivative"), got, want):
+        np.testing.assert_allclose(x, y, rtol=0, atol=TOL * max(1.0, np.abs(y).max()), err_msg=name)
+
+
+def test_folded_layer_runs_where_it_applies():
+    """folded_phantoms: sel - width for smooth attention with width <= sel, else None (the masked layer)."""
+    import graphdesc.descriptor.graph_path as gp
+
+    smooth, rough = make_config("default"), make_config("rough_twoside_1layer")
+    assert gp.folded_phantoms(smooth, smooth.sel - 5) == 5
+    assert gp.folded_phantoms(smooth, smooth.sel) == 0
+    assert gp.folded_phantoms(smooth, smooth.sel + 1) is None
+    assert gp.folded_phantoms(rough, 3) is None
+
+
 def test_pieces_are_really_cut(monkeypatch):
     """With a small budget the ragged layouts run in several pieces, each a whole set of centers."""
     import torch

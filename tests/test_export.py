@@ -176,14 +176,21 @@ def test_chunk_size_override_is_checked(package64, monkeypatch):
 
 @pytest.mark.parametrize("system", ["small_periodic", "ragged_two_frames", "5184_atoms"])
 def test_package_equals_eager_float32(package32, model32_compat, system):
+    """The package agrees with eager to 1e-5 of each output's largest entry, or to twice eager's own float32
+    error (against the same model in float64), whichever is larger: eager runs the folded attention layer,
+    the package the masked one, so their rounding differs, and the 5184-atom virial, a sum over ~400,000
+    edges, carries a float32 error of 1.0e-5 of its largest entry in either layer."""
     graph, atype = graph_of(SYSTEMS[system](), dtype=torch.float32)
     got = run_package(package32, graph, atype)
     want = model32_compat(graph, atype)
+    graph64, _ = graph_of(SYSTEMS[system](), dtype=torch.float64)
+    exact = copy.deepcopy(model32_compat).to(torch.float64)(graph64, atype)
     for key in OUTPUTS:
         assert got[key].dtype == torch.float32
         scale = max(want[key].abs().max().item(), 1.0)
+        own = (want[key].double() - exact[key]).abs().max().item()
         err = (got[key] - want[key]).abs().max().item()
-        assert err <= 1e-5 * scale, f"{key}: {err:.3g} (scale {scale:.3g})"
+        assert err <= max(1e-5 * scale, 2 * own), f"{key}: {err:.3g} (scale {scale:.3g}, eager's own {own:.3g})"
 
 
 def test_package_metadata_and_input_errors(package64, model64):

@@ -164,8 +164,8 @@ def test_compact_form_under_torch_export(include_self, ordered):
         return (torch.from_numpy(rng.integers(0, n, e)), torch.from_numpy(rng.random(e) < p), torch.zeros(n))
 
     E, N = torch.export.Dim("E", min=2), torch.export.Dim("N", min=2)
-    ep = torch.export.export(Pairs(), graph(6, 20), dynamic_shapes={"dst": {0: E}, "edge_mask": {0: E}, "nodes": {0: N}},
-                             strict=False)
+    shapes = {"dst": {0: E}, "edge_mask": {0: E}, "nodes": {0: N}}
+    ep = torch.export.export(Pairs(), graph(6, 20), dynamic_shapes=shapes, strict=False)
     run = ep.module()
     for n, e, p in [(3, 7, 0.8), (40, 500, 0.8), (9, 2, 0.5), (5, 12, 0.0), (2, 30, 1.0)]:
         args = graph(n, e, p)

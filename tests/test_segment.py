@@ -126,7 +126,8 @@ def test_softmax_matches_dense_padded_reference(backend, features, full_mask, ph
         counts = rng.integers(0, 4, size=7).astype(float)
         counts[0] = 2  # an empty segment with phantoms only
         plog = -1.5 if phantom == "scalar" else rng.normal(size=7)
-        kwargs = dict(phantom_count=backend.asarray(counts), phantom_logit=plog if phantom == "scalar" else backend.asarray(plog))
+        kwargs = dict(phantom_count=backend.asarray(counts),
+                      phantom_logit=plog if phantom == "scalar" else backend.asarray(plog))
     got = segment_softmax(backend.asarray(poison(data, mask if full_mask else mask, rng)), backend.asarray(ids), 7,
                           mask=backend.asarray(mask), **kwargs)
     expect = dense_softmax_reference(data, ids, 7, mask, counts, plog)

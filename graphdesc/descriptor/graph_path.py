@@ -41,6 +41,7 @@ and the torch shell's eval forces differentiate one chunk at a time.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -299,9 +300,15 @@ def _center_stage(params, config: DPA1Config, g, rows, sw, valid, u=None, *, wan
     """
     xp = B.namespace(g)
     if config.attn_layer:
-        pair_terms = _pair_terms(config, valid, sw, u)
-        for lp in params["attention"]:
-            g = _attention_layer(lp, config, g, valid, *pair_terms)
+        count = folded_phantoms(config, g.shape[1])
+        if count is None:
+            pair_terms = _pair_terms(config, valid, sw, u)
+            for lp in params["attention"]:
+                g = _attention_layer(lp, config, g, valid, *pair_terms)
+        else:
+            folded = _folded_terms(config, sw, u, count)
+            for lp in params["attention"]:
+                g = _folded_attention_layer(lp, config, g, valid, sw, *folded)
     total = xp.sum(xp.where(valid[..., None], g, xp.zeros_like(g)), axis=1) if want_sum else None
     # (rows^T @ G)^T rather than G^T @ rows: the same numbers, but inductor (torch 2.13, CPU)
     # compiled the double backward of the latter with a wrong stride for a saved
@@ -447,14 +454,7 @@ def _pair_terms(config: DPA1Config, valid, sw, u):
 
 def _attention_layer(lp, config: DPA1Config, g, valid, pair_mask, sw_pair, phantoms, post):
     """One gated self-attention layer with residual and LayerNorm on blocks: ``(N, width, ng) -> (N, width, ng)``."""
-    h = config.attn
-    # three projections from column blocks of in_w: slicing one (N, width, 3H) product
-    # would cost a zero-filled (N, width, 3H) gradient buffer per slice in the backward
-    q, k, v = (g @ lp["in_w"][:, i * h : (i + 1) * h] + lp["in_b"][i * h : (i + 1) * h] for i in range(3))
-    if config.normalize:  # alpha folded into q's row scaling
-        q, k, v = unit_rows(q, valid, config.alpha), unit_rows(k, valid), unit_rows(v, valid)
-    else:
-        q = q * config.alpha
+    q, k, v = _projections(lp, config, g, valid, config.alpha)
     logits = q @ _transpose(k)  # (N, width, width)
     if config.smooth_type_embedding:
         # DeePMD's (l + 20) sw_m sw_n - 20 with phantom logits -20, all shifted by +20
@@ -465,8 +465,76 @@ def _attention_layer(lp, config: DPA1Config, g, valid, pair_mask, sw_pair, phant
         w = masked_softmax(logits, pair_mask)
     if post is not None:
         w = w * post
+    return _attention_out(lp, config, g, w, v)
+
+
+def _projections(lp, config: DPA1Config, g, valid, q_scale, k_scale=None):
+    """``q, k, v (N, width, H)`` of one layer, ``q`` scaled by ``q_scale`` and ``k`` by ``k_scale`` (a
+    scalar or ``(N, width, 1)``; None: unscaled), after the row normalization with ``normalize``."""
+    h = config.attn
+    # three projections from column blocks of in_w: slicing one (N, width, 3H) product
+    # would cost a zero-filled (N, width, 3H) gradient buffer per slice in the backward
+    q, k, v = (g @ lp["in_w"][:, i * h : (i + 1) * h] + lp["in_b"][i * h : (i + 1) * h] for i in range(3))
+    if config.normalize:  # the scales folded into the rows' normalization
+        k_scale = 1.0 if k_scale is None else k_scale
+        return unit_rows(q, valid, q_scale), unit_rows(k, valid, k_scale), unit_rows(v, valid)
+    return q * q_scale, k if k_scale is None else k * k_scale, v
+
+
+def _attention_out(lp, config: DPA1Config, g, w, v):
+    """Weights ``w (N, width, width)`` applied to ``v (N, width, H)``, the output layer, residual and LayerNorm."""
     y = layer({"w": lp["out_w"], "b": lp["out_b"]}, w @ v, "linear", resnet=False)
     return layer_norm(g + y, lp["ln_w"], lp["ln_b"], config.ln_eps)
+
+
+def folded_phantoms(config: DPA1Config, width):
+    """``sel - width``, the count of extra phantom keys of :func:`_folded_attention_layer` on blocks ``width``
+    wide; None where that layer does not apply and the masked one runs: without smooth attention (an empty
+    key's logit is then not 0), for a symbolic width (traced programs; inductor fuses the masked layer's passes
+    there), and for ``width > sel`` (a negative count, which only the masked softmax's rule handles)."""
+    if not config.smooth_type_embedding or B.is_symbolic_int(width) or width > config.sel:
+        return None
+    return config.sel - width
+
+
+def _folded_terms(config: DPA1Config, sw, u, count: int):
+    """The layer-independent terms of :func:`_folded_attention_layer` on a chunk, ``(post, q_cols, k_cols,
+    phantom)``: ``post = sw_m sw_n (u_m . u_n)`` ``(C, width, width)`` as one matmul, ``sw_m sw_n`` without
+    ``attn_dotr``; the columns appended to the scaled ``q`` and ``k``, ``[20 sw, 1]`` and ``[sw, 0]``; the extra
+    key row ``(C, 1, H + 2)``, 0 but for the phantoms' logit in its last column: ``log(count)``, or
+    :data:`NO_PHANTOM` when ``count == 0``."""
+    xp = B.namespace(sw)
+    a = sw * u if config.attn_dotr else sw
+    post = a @ _transpose(a)
+    ones, zeros = xp.ones_like(sw), xp.zeros_like(sw)
+    logit = xp.full((sw.shape[0], 1, 1), math.log(count) if count else NO_PHANTOM, dtype=sw.dtype, device=B.device(sw))
+    phantom = xp.concat([xp.zeros((sw.shape[0], 1, config.attn + 1), dtype=sw.dtype, device=B.device(sw)), logit],
+                        axis=-1)
+    return post, [SMOOTH_SHIFT * sw, ones], [sw, zeros], phantom
+
+
+NO_PHANTOM = -1000.0
+"""The extra key's logit when there are no phantoms to add: ``exp(-1000)`` is exactly 0 in float32 and float64
+(a ``-inf`` logit would put ``0 * inf`` into the backward pass)."""
+
+
+def _folded_attention_layer(lp, config: DPA1Config, g, valid, sw, post, q_cols, k_cols, phantom):
+    """:func:`_attention_layer` with smooth attention and ``width <= sel``: the same numbers with no mask, in
+    fewer full-size passes (:func:`folded_phantoms` says where it runs).
+
+    The switches fold into the logit matmul: ``(q_m . k_n + 20) sw_m sw_n = [sw_m q_m, 20 sw_m, 1] . [sw_n k_n,
+    sw_n, 0]``. An empty key row is all 0, so its logit is exactly 0, a phantom's: a center's ``width - deg``
+    empty keys stand for as many of its ``sel - deg`` phantoms, and one extra key row ``[0, ..., 0,
+    log(sel - width)]`` (logit ``log(sel - width)``, i.e. that many phantoms of logit 0) for the rest. One fused
+    softmax per row then gives the weights; an empty key's weight dies in ``post`` (``sw_n = 0``), and so does
+    an empty query's row (``sw_m = 0``), as in the masked layer.
+    """
+    xp = B.namespace(g)
+    q, k, v = _projections(lp, config, g, valid, config.alpha * sw, sw)
+    q, k = xp.concat([q, *q_cols], axis=-1), xp.concat([k, *k_cols], axis=-1)  # (N, width, H + 2)
+    k = xp.concat([k, phantom], axis=1)  # (N, width + 1, H + 2)
+    w = B.softmax(q @ _transpose(k))[:, :, : g.shape[1]]  # (N, width, width)
+    return _attention_out(lp, config, g, w * post, v)
 
 
 def _deepmd_pad(params, config: DPA1Config, graph, atype, table):
