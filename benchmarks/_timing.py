@@ -1,7 +1,11 @@
-"""Shared helpers of the benchmark scripts (run them as ``python benchmarks/NAME.py``): timing, RSS."""
+"""Shared helpers of the benchmark scripts (run them as ``python benchmarks/NAME.py``): timing, RSS, results
+files, and older code to compare with."""
 
+import os
 import statistics
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def median_time(fn, repeats: int, budget_s: float = 20.0) -> float:
@@ -49,3 +53,29 @@ def rerender(json_path: str, markdown) -> None:
     from graphdesc.safe_io import load_json
 
     save_results(load_json(json_path), json_path, markdown)
+
+
+def worktree(rev: str) -> str:
+    """A checkout of git revision ``rev`` under ``benchmarks/.cache`` (made once): the older graphdesc that an
+    ``--against REV`` run imports."""
+    import subprocess
+
+    path = os.path.join(HERE, ".cache", f"tree-{rev}")
+    if not os.path.isdir(path):
+        subprocess.run(["git", "worktree", "add", "--detach", path, rev], cwd=HERE, check=True, capture_output=True)
+    return path
+
+
+def code_env(root: str) -> dict:
+    """This process's environment with the graphdesc of checkout ``root`` first on ``PYTHONPATH``, ahead of
+    whatever is installed; the child reports ``graphdesc.__file__`` and the caller checks it with
+    :func:`check_code`."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def check_code(package: str, root: str, what: str) -> None:
+    """Stop unless the graphdesc a child imported (``package``, its directory) lies in checkout ``root``."""
+    if not os.path.realpath(package).startswith(os.path.realpath(root) + os.sep):
+        raise SystemExit(f"{what}: the run imported graphdesc from {package}, not from {root}")

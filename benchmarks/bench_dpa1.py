@@ -7,6 +7,8 @@ One command regenerates the JSON, the Markdown table and the PNG plot::
     python benchmarks/bench_dpa1.py --quick          # small sizes only (a smoke run)
     python benchmarks/bench_dpa1.py --uneven         # results/dpa1_uneven.*: the block-stage layouts on
                                                      # uneven systems, next to homogeneous fcc Cu
+    python benchmarks/bench_dpa1.py --systems cu --paths graph --against 5137df1   # path graph@5137df1: the
+                                                     # graph path of an older commit, beside today's, size by size
 
 Model: DPA1 with attn_layer 2, attn 128, neuron [25, 50, 100], axis_neuron 16,
 tebd_dim 8, rcut 6 (smooth from 0.5), fitting [240, 240, 240]; one random
@@ -65,6 +67,8 @@ import subprocess
 import sys
 import time
 import types
+
+from _timing import check_code, code_env, worktree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PATHS = ("graph", "graph-pt2", "dense", "deepmd", "graph-buckets", "graph-pairs")
@@ -214,6 +218,7 @@ def child(args) -> dict:
     import numpy as np
     import torch
 
+    import graphdesc
     from graphdesc.graph import build_graph
     from graphdesc.torch import EnergyModel
 
@@ -311,7 +316,7 @@ def child(args) -> dict:
                 build_ms=1e3 * float(np.median(build_times)), calls=len(times), seconds=seconds,
                 us_per_atom=1e6 * seconds / n, peak_mib=peak.bytes / 2**20, peak_kib_per_atom=peak.bytes / 1024 / n,
                 mflop_per_atom=flops / n / 1e6, gflops=flops / seconds / 1e9, energy=float(energy.detach()),
-                force_max=float(force.abs().max()),
+                force_max=float(force.abs().max()), package=os.path.dirname(graphdesc.__file__),
                 torch=torch.__version__, device=_device_name(device))
 
 
@@ -430,17 +435,28 @@ def gemm_gflops(precision: str, device: str, threads: int, size: int = 2048) -> 
 
 
 def run_point(args, system, precision, path, cells, model_path, package, force_dir):
+    """One point in a fresh process; ``path@REV`` runs ``path`` with the graphdesc of git revision ``REV``."""
     force_out = os.path.join(force_dir, f"{system}-{precision}-{cells}-{path}.npy")
-    cmd = [sys.executable, __file__, "--child", "--system", system, "--precision", precision, "--path", path,
+    base, _, rev = path.partition("@")
+    root = worktree(rev) if rev else os.path.dirname(HERE)
+    cmd = [sys.executable, __file__, "--child", "--system", system, "--precision", precision, "--path", base,
            "--cells", str(cells), "--model", model_path, "--device", args.device, "--threads", str(args.threads),
            "--repeats", str(args.repeats), "--budget", str(args.budget), "--force-out", force_out]
     if package:
         cmd += ["--package", package]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=code_env(root))
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
         return None, f"failed: {tail[0][:200]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1]), force_out
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    check_code(row["package"], root, path)
+    return {**row, "path": path}, force_out
+
+
+def path_key(path: str) -> tuple:
+    """Sort key of a path: :data:`PATHS` order, each ``path@REV`` right after its ``path``."""
+    base, _, rev = path.partition("@")
+    return PATHS.index(base), rev
 
 
 def sweep(args) -> dict:
@@ -522,10 +538,9 @@ def sweep(args) -> dict:
         for row in rows:
             if (row["system"], row["precision"], row["path"]) not in todo:
                 _cross_check(row, rows, force_dir)
-    order = {"system": list(SYSTEMS), "precision": ["float64", "float32"], "path": list(PATHS)}
-
     def key(r):
-        return tuple(order[k].index(r[k]) for k in order) + (r.get("atoms", 0),)
+        return (list(SYSTEMS).index(r["system"]), ["float64", "float32"].index(r["precision"]),
+                path_key(r["path"]), r.get("atoms", 0))
 
     return dict(meta=meta, rows=sorted(rows, key=key), skipped=sorted(skipped, key=key))
 
@@ -578,12 +593,13 @@ def _version(dist: str):
 def summary(result: dict) -> str:
     """One row per (system, precision, atoms): time and memory per atom of every path side by side."""
     rows = result["rows"]
-    paths = [p for p in PATHS if any(r["path"] == p for r in rows)]
+    paths = sorted({r["path"] for r in rows}, key=path_key)
     by = {(r["system"], r["precision"], r["atoms"], r["path"]): r for r in rows}
     head = ("| system | precision | atoms | neighbors | " + " | ".join(f"{p} ms/atom" for p in paths)
             + " | " + " | ".join(f"{p} MiB/atom" for p in paths) + " |")
     ratios = [("deepmd", "graph"), ("deepmd", "graph-pt2"), ("dense", "graph"), ("graph", "graph-buckets"),
               ("graph", "graph-pairs")]
+    ratios += [(p, "graph") for p in paths if "@" in p]  # an older commit's graph path against today's
     ratios = [(a, b) for a, b in ratios if a in paths and b in paths]
     head += "".join(f" {a} / {b} time |" for a, b in ratios)
     lines = [head, "|" + "---|" * 4 + "---:|" * (2 * len(paths) + len(ratios))]
@@ -638,7 +654,7 @@ def padding_table(result: dict) -> list:
 
 def floor_table(result: dict) -> list:
     """Each graphdesc row against the matmul floor of its run: its model FLOPs at the large-matmul rate."""
-    rows = [r for r in result["rows"] if r["path"] in ("graph", "graph-pt2") and r["precision"] in
+    rows = [r for r in result["rows"] if r["path"].partition("@")[0] in ("graph", "graph-pt2") and r["precision"] in
             result["meta"]["gemm_gflops"]]
     if not rows:
         return []
@@ -688,15 +704,16 @@ def plot(result: dict, filename: str) -> None:
     colors = dict(zip(PATHS, ("C0", "C2", "C1", "C3", "C4", "C5")))
     for col, system in enumerate(systems):
         for precision, style in (("float64", "-o"), ("float32", "--s")):
-            for path in PATHS:
+            for path in sorted({r["path"] for r in rows}, key=path_key):
                 pts = sorted((r["atoms"], r) for r in rows
                              if (r["system"], r["precision"], r["path"]) == (system, precision, path))
                 if not pts:
                     continue
                 x = [a for a, _ in pts]
-                axes[0, col].plot(x, [r["us_per_atom"] / 1e3 for _, r in pts], style, color=colors[path],
+                color = colors.get(path, "C6")  # (an older commit's path: C6)
+                axes[0, col].plot(x, [r["us_per_atom"] / 1e3 for _, r in pts], style, color=color,
                                   label=f"{path} {precision}", markersize=4)
-                axes[1, col].plot(x, [r["peak_kib_per_atom"] / 1024 for _, r in pts], style, color=colors[path],
+                axes[1, col].plot(x, [r["peak_kib_per_atom"] / 1024 for _, r in pts], style, color=color,
                                   label=f"{path} {precision}", markersize=4)
         nb = next(r for r in rows if r["system"] == system)
         axes[0, col].set_title(f"{system}: {nb['neighbors_mean']:.0f} neighbors, sel {nb['sel']}")
@@ -734,6 +751,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="output prefix (default results/dpa1_<device>)")
     parser.add_argument("--into", metavar="JSON", help="add the points run now to an earlier result file")
     parser.add_argument("--report", metavar="JSON", help="only re-render the .md and .png of an earlier run")
+    parser.add_argument("--against", metavar="REV",
+                        help="also run the graph path with graphdesc as of git revision REV (path graph@REV, a "
+                             "worktree under benchmarks/.cache), right after today's at every size")
     parser.add_argument("--cache", default=os.path.join(HERE, ".cache"), help="models, packages, forces")
     parser.add_argument("--size", type=int, default=2048, help=argparse.SUPPRESS)
     # child mode (one point in a fresh process)
@@ -758,6 +778,8 @@ def main(argv=None) -> int:
     args.paths = _choices(parser, "--paths", args.paths, PATHS)
     if "graph" in args.paths:  # the reference of the cross-checks runs first
         args.paths = ["graph"] + [p for p in args.paths if p != "graph"]
+    if args.against:
+        args.paths.insert(1 if "graph" in args.paths else 0, f"graph@{args.against}")
     out = args.out or (args.into.removesuffix(".json") if args.into else
                        os.path.join(HERE, "results", f"dpa1_{args.device}"))
     if args.report:  # re-render the table and the plot of an earlier run

@@ -32,7 +32,7 @@ import statistics
 
 import torch
 
-from _timing import rerender, save_results
+from _timing import check_code, code_env, rerender, save_results, worktree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEAD = ("| mode | attention | first step (s) | median step (ms) | µs/atom | loss after the last step | "
@@ -72,16 +72,6 @@ def one_run(mode: str, attention: str, steps: int, batch_size: int) -> dict:
                 final_loss=history.rows[-1]["train_loss"], package=os.path.dirname(graphdesc.__file__))
 
 
-def worktree(rev: str) -> str:
-    """A checkout of ``rev`` under benchmarks/.cache (made once), for ``--against``."""
-    import subprocess
-
-    path = os.path.join(HERE, ".cache", f"tree-{rev}")
-    if not os.path.isdir(path):
-        subprocess.run(["git", "worktree", "add", "--detach", path, rev], cwd=HERE, check=True, capture_output=True)
-    return path
-
-
 def main() -> None:
     import json
     import subprocess
@@ -112,15 +102,13 @@ def main() -> None:
     runs = {(c, m, a): [] for m in args.modes.split(",") for a in args.attention.split(",") for c in codes}
     for r in range(args.rounds):
         for (code, mode, attention), done in runs.items():
-            env = dict(os.environ)  # this checkout's (or REV's) package first, ahead of whatever is installed
-            env["PYTHONPATH"] = codes[code] + os.pathsep + env.get("PYTHONPATH", "")
             proc = subprocess.run([sys.executable, __file__, "--child", mode, attention, "--steps", str(args.steps),
-                                   "--batch-size", str(args.batch_size)], env=env, capture_output=True, text=True)
+                                   "--batch-size", str(args.batch_size)], env=code_env(codes[code]),
+                                  capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"{code} {mode} {attention} failed: {proc.stderr.strip().splitlines()[-1:]}")
             done.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            if not done[-1]["package"].startswith(codes[code]):
-                raise SystemExit(f"{code}: the run imported graphdesc from {done[-1]['package']}")
+            check_code(done[-1]["package"], codes[code], code)
             print(f"round {r + 1}: {code} {mode} {attention} {1e3 * done[-1]['median_step_s']:.1f} ms/step",
                   flush=True)
     rows = []

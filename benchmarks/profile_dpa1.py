@@ -1,6 +1,6 @@
 """Where the time of one DPA1 energy+force call goes: torch.profiler self CPU time by op group.
 
-    python benchmarks/profile_dpa1.py                       # fcc Cu, fp64, 32 and 864 atoms
+    python benchmarks/profile_dpa1.py                       # fcc Cu, fp64, 32, 108, 256 and 864 atoms
     python benchmarks/profile_dpa1.py --system diamond --cells 2,4 --precision float32
 
 Uses the same weights and structures as ``bench_dpa1.py`` (and its model cache). Prints a
@@ -96,9 +96,10 @@ def markdown(result: dict) -> str:
     """Each op group's share of the call's self CPU time (ms per call in brackets), one column per size."""
     columns = [(c["atoms"], c["seconds"]) for c in result["columns"]]
     groups = sorted({g for _, s in columns for g in s}, key=lambda g: -max(s.get(g, 0) for _, s in columns))
-    lines = [f"`python benchmarks/profile_dpa1.py`, {result['system']} {result['precision']}, {result['threads']} "
-             f"threads, torch {result['torch']}, {result['date']}: share of self CPU time per E+F call "
-             "(ms per call).", "",
+    code = f" at {result['code']}" if "code" in result else ""
+    lines = [f"`{result.get('command', 'python benchmarks/profile_dpa1.py')}`, {result['system']} "
+             f"{result['precision']}, {result['threads']} threads, torch {result['torch']}, {result['date']}{code}, "
+             f"load {result.get('load', '?')}: share of self CPU time per E+F call (ms per call).", "",
              "| op group | " + " | ".join(f"{n} atoms" for n, _ in columns) + " |", "|---|" + "---:|" * len(columns)]
     for group in groups:
         cells_text = [f"{100 * s.get(group, 0) / sum(s.values()):.0f} % ({1e3 * s.get(group, 0):.0f})"
@@ -119,7 +120,8 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", choices=list(SYSTEMS), default="cu")
-    parser.add_argument("--cells", default="2,6", help="comma list of cells per side (cu: 2 -> 32 atoms, 6 -> 864)")
+    parser.add_argument("--cells", default="2,3,4,6",
+                        help="comma list of cells per side (cu: 2 -> 32 atoms, 6 -> 864)")
     parser.add_argument("--precision", choices=["float64", "float32"], default="float64")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache"))
@@ -138,12 +140,29 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.cache, exist_ok=True)
-    result = dict(system=args.system, precision=args.precision, threads=args.threads, torch=torch.__version__,
+    result = dict(command=" ".join(["python benchmarks/profile_dpa1.py", *(sys.argv[1:] if argv is None else argv)]),
+                  code=_git_head(), system=args.system, precision=args.precision, threads=args.threads,
+                  torch=torch.__version__,
                   date=datetime.date.today().isoformat(), load=round(os.getloadavg()[0], 1),
                   columns=[profile_call(args.system, c, args.precision, args.cache) for c in cells])
     print(markdown(result))
     save_results(result, args.out, markdown)
     return 0
+
+
+def _git_head() -> str:
+    """The short commit of the checkout the benchmark runs from, with ``+changes`` when graphdesc has edits."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "graphdesc"], cwd=os.path.dirname(here),
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
 
 
 if __name__ == "__main__":

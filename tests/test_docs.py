@@ -139,7 +139,8 @@ RENDERED = {"dpa1_cpu": "bench_dpa1", "pt2_cpu": "bench_dpa1", "dpa1_uneven": "b
             "lammps_cpu": "bench_lammps", "ghosts_cpu": "bench_ghosts", "shared_cpu": "bench_shared_cpu",
             "shared_cpu_policies": "bench_shared_cpu", "shared_cpu_default": "bench_shared_cpu",
             "shared_cpu_train": "bench_shared_cpu", "train_step_vs_789c41b": "bench_train_step",
-            "dpa1_cpu_now": "bench_dpa1", "shared_cpu_recheck": "bench_shared_cpu"}
+            "dpa1_cpu_now": "bench_dpa1", "shared_cpu_recheck": "bench_shared_cpu",
+            "profile_dpa1_before": "profile_dpa1", "dpa1_fold": "bench_dpa1"}
 
 
 def _blocks(text: str):
