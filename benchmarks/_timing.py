@@ -55,11 +55,23 @@ def rerender(json_path: str, markdown) -> None:
     save_results(load_json(json_path), json_path, markdown)
 
 
-def worktree(rev: str) -> str:
-    """A checkout of git revision ``rev`` under ``benchmarks/.cache`` (made once): the older graphdesc that an
-    ``--against REV`` run imports."""
+def commit(rev: str) -> str:
+    """The short hash of git revision ``rev`` (a branch, a tag, ``HEAD`` or a hash); a clear error if unknown."""
     import subprocess
 
+    proc = subprocess.run(["git", "rev-parse", "--short", f"{rev}^{{commit}}"], cwd=HERE, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"--against: {rev!r} is not a commit of this repository")
+    return proc.stdout.strip()
+
+
+def worktree(rev: str) -> str:
+    """A checkout of git revision ``rev`` under ``benchmarks/.cache``, named by its commit (made once): the older
+    graphdesc that an ``--against REV`` run imports."""
+    import subprocess
+
+    rev = commit(rev)
     path = os.path.join(HERE, ".cache", f"tree-{rev}")
     if not os.path.isdir(path):
         subprocess.run(["git", "worktree", "add", "--detach", path, rev], cwd=HERE, check=True, capture_output=True)

@@ -68,7 +68,7 @@ import sys
 import time
 import types
 
-from _timing import check_code, code_env, worktree
+from _timing import check_code, code_env, commit, worktree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PATHS = ("graph", "graph-pt2", "dense", "deepmd", "graph-buckets", "graph-pairs")
@@ -778,8 +778,8 @@ def main(argv=None) -> int:
     args.paths = _choices(parser, "--paths", args.paths, PATHS)
     if "graph" in args.paths:  # the reference of the cross-checks runs first
         args.paths = ["graph"] + [p for p in args.paths if p != "graph"]
-    if args.against:
-        args.paths.insert(1 if "graph" in args.paths else 0, f"graph@{args.against}")
+    if args.against:  # labelled by its commit: a branch name or HEAD would not say which code ran
+        args.paths.insert(1 if "graph" in args.paths else 0, f"graph@{commit(args.against)}")
     out = args.out or (args.into.removesuffix(".json") if args.into else
                        os.path.join(HERE, "results", f"dpa1_{args.device}"))
     if args.report:  # re-render the table and the plot of an earlier run

@@ -32,7 +32,7 @@ import statistics
 
 import torch
 
-from _timing import check_code, code_env, rerender, save_results, worktree
+from _timing import check_code, code_env, commit, rerender, save_results, worktree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEAD = ("| mode | attention | first step (s) | median step (ms) | µs/atom | loss after the last step | "
@@ -98,7 +98,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"training step, small preset, float64, {args.batch_size} frames = {atoms} atoms per step, "
           f"torch {torch.__version__}, {os.cpu_count()} CPUs, load {load:.1f}\n")
-    codes = {"HEAD": os.path.dirname(HERE), **({args.against: worktree(args.against)} if args.against else {})}
+    codes = {"HEAD": os.path.dirname(HERE), **({commit(args.against): worktree(args.against)} if args.against else {})}
     runs = {(c, m, a): [] for m in args.modes.split(",") for a in args.attention.split(",") for c in codes}
     for r in range(args.rounds):
         for (code, mode, attention), done in runs.items():

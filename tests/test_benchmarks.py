@@ -89,6 +89,52 @@ def test_quick_run_agrees_across_paths(tmp_path):
     assert len(forces) == 6 and all(np.isfinite(np.load(f)).all() for f in forces)
 
 
+def test_against_runs_an_older_commit_beside_today(tmp_path):
+    """--against REV: the graph path of a worktree of REV (labelled by its commit) runs right after today's, the
+    child's graphdesc is checked to come from that worktree, and the ratio column compares the two."""
+    pytest.importorskip("matplotlib", reason="the plot needs matplotlib (graphdesc[bench])")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    out = tmp_path / "fold"
+    cmd = [sys.executable, SCRIPT, "--systems", "cu", "--precisions", "float64", "--paths", "graph", "--sizes", "2",
+           "--against", "HEAD", "--repeats", "1", "--budget", "0", "--out", str(out), "--cache", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "fold.json").read_text())["rows"]
+    assert [r["path"] for r in rows] == ["graph", f"graph@{head}"]
+    assert rows[1]["package"].startswith(os.path.join(ROOT, "benchmarks", ".cache", f"tree-{head}"))
+    assert rows[0]["package"] == os.path.join(ROOT, "graphdesc")
+    assert rows[1]["de_per_atom_vs_graph"] < 1e-12 and rows[1]["df_max_vs_graph"] < 1e-12
+    assert f"graph@{head} / graph time" in (tmp_path / "fold.md").read_text()
+    bad = subprocess.run([sys.executable, SCRIPT, "--against", "no-such-rev", "--sizes", "2", "--paths", "graph",
+                          "--out", str(tmp_path / "bad"), "--cache", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "no-such-rev" in bad.stderr and "not a commit" in bad.stderr
+
+
+def test_check_code_refuses_another_checkout(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        from _timing import check_code
+    finally:
+        sys.path.pop(0)
+    check_code(str(tmp_path / "tree" / "graphdesc"), str(tmp_path / "tree"), "x")
+    with pytest.raises(SystemExit, match="imported graphdesc from"):
+        check_code(str(tmp_path / "treeish" / "graphdesc"), str(tmp_path / "tree"), "x")
+
+
+def test_compiled_stage_benchmark_quick_run(tmp_path):
+    """bench_compiled_stage on 32 atoms: the compiled block stages give eager's forces, and the table is written."""
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "bench_compiled_stage.py"), "--cells", "2",
+           "--rounds", "1", "--cache", str(tmp_path), "--out", str(tmp_path / "compiled.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (point,) = json.loads((tmp_path / "compiled.json").read_text())["points"]
+    assert [v["variant"] for v in point["variants"]] == ["eager", "compiled, static shapes",
+                                                          "compiled, dynamic shapes"]
+    assert all(v["df_max_vs_eager"] < 1e-12 and v["ms_per_atom"] > 0 for v in point["variants"])
+    assert (tmp_path / "compiled.md").read_text().count("| cu | float64 | 32 |") == 3
+
+
 def test_bad_arguments_name_the_flag():
     proc = subprocess.run([sys.executable, SCRIPT, "--paths", "graph,fast"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--paths" in proc.stderr and "fast" in proc.stderr
