@@ -91,3 +91,57 @@ def check_code(package: str, root: str, what: str) -> None:
     """Stop unless the graphdesc a child imported (``package``, its directory) lies in checkout ``root``."""
     if not os.path.realpath(package).startswith(os.path.realpath(root) + os.sep):
         raise SystemExit(f"{what}: the run imported graphdesc from {package}, not from {root}")
+
+
+def parse_cells(parser, text: str) -> list:
+    """``--cells`` as a list of ints (an argparse error naming the flag otherwise)."""
+    try:
+        return [int(c) for c in text.split(",")]
+    except ValueError:
+        parser.error(f"--cells: expected a comma list of integers, got {text!r}")
+
+
+def command_line(script: str, argv=None) -> str:
+    """The command that ran: ``python benchmarks/SCRIPT`` and its arguments (``argv``, default the process's)."""
+    import sys
+
+    return " ".join([f"python benchmarks/{script}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def git_head() -> str:
+    """The short commit of the checkout the benchmark runs from, with ``+changes`` when graphdesc has edits."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "graphdesc"], cwd=os.path.dirname(HERE),
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
+def sized_run_args(parser, out_name: str, cells: str) -> None:
+    """The options of a benchmark over cell counts of bench_dpa1's structures: ``--cells``, ``--threads``,
+    ``--cache`` (bench_dpa1's model cache), ``--out`` (default ``results/OUT_NAME``) and ``--report``."""
+    parser.add_argument("--cells", default=cells, help="comma list of cells per side (cu: 2 -> 32 atoms, 6 -> 864)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", default=os.path.join(HERE, ".cache"))
+    parser.add_argument("--out", default=os.path.join(HERE, "results", out_name))
+    parser.add_argument("--report", metavar="JSON", help="only re-render the .md of an earlier run")
+
+
+def start_sized_run(parser, argv, markdown):
+    """Parse ``argv`` for a :func:`sized_run_args` benchmark: ``None`` after ``--report`` re-rendered a table,
+    else ``(args, cells)`` with torch's threads set and the cache folder made."""
+    args = parser.parse_args(argv)
+    if args.report:
+        rerender(args.report, markdown)
+        return None
+    cells = parse_cells(parser, args.cells)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.cache, exist_ok=True)
+    return args, cells

@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 
-from _timing import rerender, save_results
+from _timing import command_line, git_head, save_results, start_sized_run, sized_run_args
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = ("eager", "compiled, static shapes", "compiled, dynamic shapes")
@@ -81,7 +81,8 @@ def measure(system: str, cells: int, precision: str, cache: str, rounds: int) ->
 
 
 def markdown(result: dict) -> str:
-    lines = [f"`{result['command']}`, {result['threads']} threads, torch {result['torch']}, {result['date']}, "
+    code = f" at {result['code']}" if "code" in result else ""
+    lines = [f"`{result['command']}`, {result['threads']} threads, torch {result['torch']}, {result['date']}{code}, "
              f"load {result['load']} at the start: energy+force with the block stage eager or compiled, "
              "interleaved call by call.", "",
              "| system | precision | atoms | pieces | variant | ms/atom | eager / variant time | first call (s) | "
@@ -99,28 +100,17 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", default="cu")
-    parser.add_argument("--cells", default="2,4,6", help="comma list of cells per side (cu: 2 -> 32 atoms, 6 -> 864)")
     parser.add_argument("--precision", choices=["float64", "float32"], default="float64")
     parser.add_argument("--rounds", type=int, default=7, help="timed calls per variant, interleaved")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cache", default=os.path.join(HERE, ".cache"))
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "compiled_stage.json"))
-    parser.add_argument("--report", metavar="JSON", help="only re-render the .md of an earlier run")
-    args = parser.parse_args(argv)
-    if args.report:
-        rerender(args.report, markdown)
+    sized_run_args(parser, "compiled_stage.json", cells="2,4,6")
+    started = start_sized_run(parser, argv, markdown)
+    if started is None:
         return 0
-    try:
-        cells = [int(c) for c in args.cells.split(",")]
-    except ValueError:
-        parser.error(f"--cells: expected a comma list of integers, got {args.cells!r}")
+    args, cells = started
     import torch
 
-    torch.set_num_threads(args.threads)
-    os.makedirs(args.cache, exist_ok=True)
-    result = dict(command=" ".join(["python benchmarks/bench_compiled_stage.py",
-                                    *(sys.argv[1:] if argv is None else argv)]),
-                  threads=args.threads, torch=torch.__version__, date=datetime.date.today().isoformat(),
+    result = dict(command=command_line("bench_compiled_stage.py", argv), code=git_head(), threads=args.threads,
+                  torch=torch.__version__, date=datetime.date.today().isoformat(),
                   load=round(os.getloadavg()[0], 1), points=[])
     for c in cells:
         result["points"].append(measure(args.system, c, args.precision, args.cache, args.rounds))

@@ -19,7 +19,8 @@ import pickle
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import median_time, rerender, save_results  # noqa: E402
+from _timing import (command_line, git_head, median_time, save_results, start_sized_run,  # noqa: E402
+                     sized_run_args)
 from bench_dpa1 import RCUT, SYSTEMS, make_model, system_positions  # noqa: E402
 
 GROUPS = {  # op name -> group; ops not listed are elementwise (aten::) or engine/dispatch (anything else)
@@ -120,49 +121,21 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", choices=list(SYSTEMS), default="cu")
-    parser.add_argument("--cells", default="2,3,4,6",
-                        help="comma list of cells per side (cu: 2 -> 32 atoms, 6 -> 864)")
     parser.add_argument("--precision", choices=["float64", "float32"], default="float64")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cache", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache"))
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                                      "profile_dpa1.json"))
-    parser.add_argument("--report", metavar="JSON", help="only re-render the .md of an earlier run")
-    args = parser.parse_args(argv)
-    if args.report:
-        rerender(args.report, markdown)
+    sized_run_args(parser, "profile_dpa1.json", cells="2,3,4,6")
+    started = start_sized_run(parser, argv, markdown)
+    if started is None:
         return 0
-    try:
-        cells = [int(c) for c in args.cells.split(",")]
-    except ValueError:
-        parser.error(f"--cells: expected a comma list of integers, got {args.cells!r}")
+    args, cells = started
     import torch
 
-    torch.set_num_threads(args.threads)
-    os.makedirs(args.cache, exist_ok=True)
-    result = dict(command=" ".join(["python benchmarks/profile_dpa1.py", *(sys.argv[1:] if argv is None else argv)]),
-                  code=_git_head(), system=args.system, precision=args.precision, threads=args.threads,
-                  torch=torch.__version__,
+    result = dict(command=command_line("profile_dpa1.py", argv), code=git_head(), system=args.system,
+                  precision=args.precision, threads=args.threads, torch=torch.__version__,
                   date=datetime.date.today().isoformat(), load=round(os.getloadavg()[0], 1),
                   columns=[profile_call(args.system, c, args.precision, args.cache) for c in cells])
     print(markdown(result))
     save_results(result, args.out, markdown)
     return 0
-
-
-def _git_head() -> str:
-    """The short commit of the checkout the benchmark runs from, with ``+changes`` when graphdesc has edits."""
-    import subprocess
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "graphdesc"], cwd=os.path.dirname(here),
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+changes" if dirty else "")
 
 
 if __name__ == "__main__":
