@@ -17,6 +17,9 @@ SCRIPT = os.path.join(ROOT, "benchmarks", "bench_dpa1.py")
 
 
 def _bench():
+    """bench_dpa1 as a module; its folder goes on sys.path, as when it runs as a script (it imports _timing)."""
+    if os.path.dirname(SCRIPT) not in sys.path:
+        sys.path.append(os.path.dirname(SCRIPT))
     spec = importlib.util.spec_from_file_location("bench_dpa1", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
