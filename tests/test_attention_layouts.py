@@ -85,8 +85,8 @@ SMOOTH = [name for name in CONFIGS if make_config(name).smooth_type_embedding an
 def test_folded_smooth_attention_equals_the_masked_layer(monkeypatch, config_name, sel):
     """The folded smooth-attention layer (switches in the logit matmul, empty keys as phantoms, one extra
     key for the rest, an unmasked softmax) gives the masked layer's descriptor, gradient and second
-    derivative with sel above the widest block (extra phantoms), equal to it (none: the extra key's logit
-    is NO_PHANTOM) and below it (``sel - deg < 0``: the masked layer runs, as the rule says)."""
+    derivative with sel above the widest block (extra phantoms), equal to it (no extra key) and below it
+    (``sel - deg < 0``: the masked layer runs, as the rule says)."""
     import torch
 
     import graphdesc.descriptor.graph_path as gp

@@ -501,21 +501,19 @@ def _folded_terms(config: DPA1Config, sw, u, count: int):
     """The layer-independent terms of :func:`_folded_attention_layer` on a chunk, ``(post, q_cols, k_cols,
     phantom)``: ``post = sw_m sw_n (u_m . u_n)`` ``(C, width, width)`` as one matmul, ``sw_m sw_n`` without
     ``attn_dotr``; the columns appended to the scaled ``q`` and ``k``, ``[20 sw, 1]`` and ``[sw, 0]``; the extra
-    key row ``(C, 1, H + 2)``, 0 but for the phantoms' logit in its last column: ``log(count)``, or
-    :data:`NO_PHANTOM` when ``count == 0``."""
+    key row ``(C, 1, H + 2)``, 0 but for ``log(count)`` in its last column. With ``count == 0`` there is no
+    extra key (a finite stand-in for ``log 0`` could outweigh very negative real logits), and the columns are
+    ``[20 sw]`` and ``[sw]``."""
     xp = B.namespace(sw)
     a = sw * u if config.attn_dotr else sw
     post = a @ _transpose(a)
+    if not count:
+        return post, [SMOOTH_SHIFT * sw], [sw], None
     ones, zeros = xp.ones_like(sw), xp.zeros_like(sw)
-    logit = xp.full((sw.shape[0], 1, 1), math.log(count) if count else NO_PHANTOM, dtype=sw.dtype, device=B.device(sw))
+    logit = xp.full((sw.shape[0], 1, 1), math.log(count), dtype=sw.dtype, device=B.device(sw))
     phantom = xp.concat([xp.zeros((sw.shape[0], 1, config.attn + 1), dtype=sw.dtype, device=B.device(sw)), logit],
                         axis=-1)
     return post, [SMOOTH_SHIFT * sw, ones], [sw, zeros], phantom
-
-
-NO_PHANTOM = -1000.0
-"""The extra key's logit when there are no phantoms to add: ``exp(-1000)`` is exactly 0 in float32 and float64
-(a ``-inf`` logit would put ``0 * inf`` into the backward pass)."""
 
 
 def _folded_attention_layer(lp, config: DPA1Config, g, valid, sw, post, q_cols, k_cols, phantom):
@@ -525,15 +523,18 @@ def _folded_attention_layer(lp, config: DPA1Config, g, valid, sw, post, q_cols, 
     The switches fold into the logit matmul: ``(q_m . k_n + 20) sw_m sw_n = [sw_m q_m, 20 sw_m, 1] . [sw_n k_n,
     sw_n, 0]``. An empty key row is all 0, so its logit is exactly 0, a phantom's: a center's ``width - deg``
     empty keys stand for as many of its ``sel - deg`` phantoms, and one extra key row ``[0, ..., 0,
-    log(sel - width)]`` (logit ``log(sel - width)``, i.e. that many phantoms of logit 0) for the rest. One fused
-    softmax per row then gives the weights; an empty key's weight dies in ``post`` (``sw_n = 0``), and so does
-    an empty query's row (``sw_m = 0``), as in the masked layer.
+    log(sel - width)]`` (logit ``log(sel - width)``, i.e. that many phantoms of logit 0) for the rest (none
+    when ``width == sel``). One fused softmax per row then gives the weights; an empty key's weight dies in
+    ``post`` (``sw_n = 0``), and so does an empty query's row (``sw_m = 0``), as in the masked layer.
     """
     xp = B.namespace(g)
     q, k, v = _projections(lp, config, g, valid, config.alpha * sw, sw)
     q, k = xp.concat([q, *q_cols], axis=-1), xp.concat([k, *k_cols], axis=-1)  # (N, width, H + 2)
-    k = xp.concat([k, phantom], axis=1)  # (N, width + 1, H + 2)
-    w = B.softmax(q @ _transpose(k))[:, :, : g.shape[1]]  # (N, width, width)
+    if phantom is None:
+        w = B.softmax(q @ _transpose(k))  # (N, width, width)
+    else:
+        k = xp.concat([k, phantom], axis=1)  # (N, width + 1, H + 2)
+        w = B.softmax(q @ _transpose(k))[:, :, : g.shape[1]]
     return _attention_out(lp, config, g, w * post, v)
 
 
