@@ -139,7 +139,7 @@ def _new_model(train_set, preset: str, *, rcut=None, neuron=None, attn=None, att
 
 
 def _train(args) -> int:
-    from .train import CHECKPOINT, evaluate, train
+    from .train import train
     from .train.distributed import init_from_env, launched_by_torchrun
 
     if args.nproc < 1:
@@ -171,8 +171,16 @@ def _train(args) -> int:
     out = args.output
     history = train(model, train_set, val_set, config, output=out, progress=not args.no_progress and r.main,
                     restart=args.restart, curve_file=curve_file)
-    if not r.main:
-        return 0
+    if r.main:
+        _report_training(history, config, val_set, out, curve_file, eval_hint)
+    r.leave()
+    return 0
+
+
+def _report_training(history, config, val_set, out, curve_file: str, eval_hint: str) -> None:
+    """What ``graphdesc train`` prints at the end (rank 0): step times, validation errors, the files written."""
+    from .train import CHECKPOINT, evaluate
+
     print(f"\n{history.rows[-1]['step']} steps, median {1e3 * history.median_step_seconds:.1f} ms/step "
           f"(first step {history.step_seconds[0]:.1f} s)")
     first, last = history.rows[0].get("val"), history.rows[-1].get("val")
@@ -188,7 +196,6 @@ def _train(args) -> int:
     print(f"wrote {out}/model.npz (last), {best}), {out}/{CHECKPOINT} (for --restart), {out}/history.json, "
           f"{out}/{curve_file}")
     print(f"next: graphdesc export {out}/best.npz -o {out}/model.pt2{eval_hint}")
-    return 0
 
 
 def _from_flags(args, r):

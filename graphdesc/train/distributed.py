@@ -53,6 +53,13 @@ class Ranks:
         if self.parallel:
             dist.barrier()
 
+    def leave(self) -> None:
+        """Every rank waits for the others, then all leave the process group together (not one by one at
+        interpreter exit, while another rank may still be writing its report)."""
+        if self.parallel and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
 
 def ranks() -> Ranks:
     """The current process group's :class:`Ranks` (1 of 1 when torch.distributed is not initialized)."""
