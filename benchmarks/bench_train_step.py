@@ -98,7 +98,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"training step, small preset, float64, {args.batch_size} frames = {atoms} atoms per step, "
           f"torch {torch.__version__}, {os.cpu_count()} CPUs, load {load:.1f}\n")
-    codes = {"HEAD": os.path.dirname(HERE), **({commit(args.against): worktree(args.against)} if args.against else {})}
+    against = commit(args.against) if args.against else None
+    codes = {"HEAD": os.path.dirname(HERE), **({against: worktree(against)} if against else {})}
     runs = {(c, m, a): [] for m in args.modes.split(",") for a in args.attention.split(",") for c in codes}
     for r in range(args.rounds):
         for (code, mode, attention), done in runs.items():

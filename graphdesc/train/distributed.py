@@ -57,7 +57,7 @@ class Ranks:
         """Every rank waits for the others, then all leave the process group together (not one by one at
         interpreter exit, while another rank may still be writing its report)."""
         if self.parallel and dist.is_initialized():
-            dist.barrier()
+            self.barrier()
             dist.destroy_process_group()
 
 
