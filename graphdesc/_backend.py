@@ -31,6 +31,7 @@ __all__ = [
     "on_cpu",
     "split_rows",
     "softmax",
+    "map_stacked",
 ]
 
 
@@ -236,11 +237,19 @@ def arange(n, like, dtype=None):
 
 
 def on_cpu(x) -> bool:
-    """True when ``x`` lives in host memory (numpy, or a torch/jax array on a CPU device)."""
+    """True when ``x`` lives in host memory (numpy, or a torch/jax array on a CPU device).
+
+    A jax tracer has no device: it counts as on the CPU when jax's default backend is the CPU
+    (where ``jax.jit`` places a program unless told otherwise).
+    """
     name = backend_name(x)
     if name == "torch":
         return x.device.type == "cpu"
     if name == "jax":
+        import jax
+
+        if isinstance(x, jax.core.Tracer):
+            return jax.default_backend() == "cpu"
         return all(d.platform == "cpu" for d in x.devices())
     return True
 
@@ -273,6 +282,32 @@ def softmax(x):
 
     e = np.exp(x - np.max(x, axis=-1, keepdims=True))
     return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def map_stacked(f, xs: dict):
+    """``f`` on each slice ``{k: v[i]}`` of the leading axis of ``xs``, its outputs stacked along a new one.
+
+    Args:
+        f: takes a dict of arrays, returns a tuple of arrays (an entry may be None: it stays None).
+        xs: a dict of arrays with one leading size ``n``.
+
+    Returns:
+        the tuple of ``f``'s outputs, each with a leading axis of size ``n``.
+
+    jax: ``lax.map`` of ``jax.checkpoint(f)``, one slice at a time inside a jitted program; the
+    checkpoint makes reverse mode save only each slice's inputs and recompute its activations, so
+    forward and backward hold one slice's temporaries at a time (without it, the scan would stack
+    every slice's residuals: the whole). numpy and torch: a Python loop.
+    """
+    name = backend_name(next(iter(xs.values())))
+    if name == "jax":
+        import jax
+
+        return jax.lax.map(jax.checkpoint(f), xs)
+    xp = namespace(*xs.values())
+    n = next(iter(xs.values())).shape[0]
+    outs = [f({k: v[i] for k, v in xs.items()}) for i in range(n)]
+    return tuple(None if o is None else xp.stack([out[j] for out in outs]) for j, o in enumerate(outs[0]))
 
 
 def to_numpy(x):

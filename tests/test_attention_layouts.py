@@ -154,6 +154,117 @@ def test_pieces_are_really_cut(monkeypatch):
                 assert max(s.max(), 2) <= BUCKET_GROWTH * max(s.min(), 2)
 
 
+def _jax_static(graph, sel):
+    jax = pytest.importorskip("jax", reason="the chunks inside a jitted program are jax's lax.map")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from graphdesc.graph import to_static
+
+    static = to_static(graph, sel)
+    return NeighborGraph(*(jnp.asarray(np.asarray(getattr(static, k)))
+                           for k in ("edge_index", "edge_vec", "edge_mask", "n_node")))
+
+
+@pytest.mark.parametrize("config_name", ["default", "rough_twoside_1layer", "raw_qkv_temp_oneside"])
+def test_jitted_pairs_run_in_chunks_inside_the_program(monkeypatch, config_name):
+    """Under jax.jit (static layout, one piece) the pair path maps over chunks of centers: with a budget of a
+    few centers (the last chunk padded) the descriptor, its gradient and a second derivative equal the
+    jitted blocks' (1e-12), native and deepmd_compat (whole pairs = blocks is the parity matrix's)."""
+    import jax
+    import jax.numpy as jnp
+
+    import graphdesc.descriptor.graph_path as gp
+    from graphdesc.descriptor.pair_path import static_chunk_centers
+
+    config = make_config(config_name)
+    graph, atype = _uneven_system(config.ntypes)
+    sj, aj = _jax_static(graph, config.sel), jnp.asarray(atype)
+    params = cast_params(random_params(config, seed=3), jnp.zeros(1))
+    weights = jnp.asarray(np.random.default_rng(0).normal(size=(len(atype), config.dim_out)))
+    small = 3 * config.sel * max(config.sel * config.attn, 4 * config.ng) * 8  # 3 centers' bytes (fp64)
+    assert static_chunk_centers(config, small // 8) == 3 and len(atype) % 3 != 0  # a padded last chunk
+
+    def program(chunk_bytes, attention, compat):
+        monkeypatch.setattr(gp, "CHUNK_BYTES", chunk_bytes)
+
+        def loss(vec):
+            d = dpa1_graph(params, config, sj.replace(edge_vec=vec), aj, static=True, attention=attention,
+                           deepmd_compat=compat)[0]
+            return jnp.sum(d * weights), d
+
+        def both(vec):
+            (_, d), grad = jax.value_and_grad(loss, has_aux=True)(vec)
+            return d, grad, jax.grad(lambda v: jnp.sum(jax.grad(lambda u: loss(u)[0])(v) ** 2))(vec)
+
+        return both
+
+    def loops(chunk_bytes):  # lax.map is a scan in the traced program (tracing only: cheap)
+        return str(jax.make_jaxpr(program(chunk_bytes, "pairs", False))(sj.edge_vec)).count("scan[")
+
+    assert loops(small) > loops(2**40), "the small budget did not map over chunks"
+    for compat in (False, True):
+        want = jax.jit(program(2**40, "blocks", compat))(sj.edge_vec)
+        got = jax.jit(program(small, "pairs", compat))(sj.edge_vec)
+        assert np.abs(np.asarray(want[2])).max() > 0
+        for name, x, y in zip(("descriptor", "gradient", "second derivative"), got, want):
+            y = np.asarray(y)
+            np.testing.assert_allclose(np.asarray(x), y, rtol=0, atol=TOL * max(1.0, np.abs(y).max()),
+                                       err_msg=f"{name} compat={compat}")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_static_pair_chunks_equal_the_whole(backend):
+    """The in-program chunking of the static layout (map_stacked's loop on numpy and torch): G^T rows and
+    the sum of G equal the whole piece's, for chunks of 1, 4 and 7 centers (padded last chunks)."""
+    import graphdesc.descriptor.graph_path as gp
+    from graphdesc.descriptor.pair_path import pair_stage, static_chunk_centers
+    from graphdesc.graph import to_static
+
+    config = make_config("default")
+    graph, atype = _uneven_system(config.ntypes)
+    static = to_static(graph, config.sel)
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        like = torch.zeros(1, dtype=torch.float64)
+        static = NeighborGraph(*(torch.as_tensor(np.asarray(getattr(static, k)))
+                                 for k in ("edge_index", "edge_vec", "edge_mask", "n_node")))
+        atype = torch.as_tensor(atype)
+    else:
+        like = np.zeros(1)
+    params = cast_params(random_params(config, seed=5), like)
+    _, parts = gp.center_inputs(params, config, static, atype, static=True, attention="pairs")
+    want = pair_stage(params, config, parts, static=True, want_sum=True)
+    cost = config.sel * max(config.sel * config.attn, 4 * config.ng)
+    for per in (1, 4, 7):
+        assert static_chunk_centers(config, per * cost) == per
+        got = pair_stage(params, config, parts, static=True, want_sum=True, chunk_elements=per * cost)
+        for x, y in zip(got, want):
+            x, y = np.asarray(x), np.asarray(y)
+            assert x.shape == y.shape
+            np.testing.assert_allclose(x, y, rtol=0, atol=TOL * max(1.0, np.abs(y).max()), err_msg=f"{per}")
+
+
+def test_jitted_pairs_never_hold_the_pair_rows_whole():
+    """XLA's buffer plan for the jitted energy model (forces included) of 32-atom fcc Cu with pairs needs
+    less scratch memory than one ``(P, attn)`` array: the chunks are real (one piece needed 1.9 GB, 9.5 of them)."""
+    pytest.importorskip("jax", reason="the chunks inside a jitted program are jax's lax.map")
+    import jax.numpy as jnp
+
+    from graphdesc.descriptor import DPA1Config
+    from graphdesc.examples import fcc_positions
+    from graphdesc.jax import energy_jit
+    from graphdesc.model import EnergyConfig, init_model_params
+
+    config = EnergyConfig(DPA1Config(ntypes=1, rcut=6.0, rcut_smth=0.5, sel=80))
+    pos = fcc_positions(2)
+    sj = _jax_static(build_graph(pos, 6.0, cell=np.eye(3) * 3.61 * 2, pbc=True), config.descriptor.sel)
+    params = cast_params(init_model_params(config), jnp.zeros(1))
+    compiled = energy_jit(config, attention="pairs").lower(params, sj, jnp.zeros(len(pos), dtype=jnp.int64)).compile()
+    pair_rows = len(pos) * config.descriptor.sel ** 2 * config.descriptor.attn * 8
+    assert compiled.memory_analysis().temp_size_in_bytes < pair_rows / 2
+
+
 @pytest.mark.parametrize("attention", ["pairs", "buckets"])
 def test_ragged_cuts_keep_the_budget(attention):
     rng = np.random.default_rng(1)

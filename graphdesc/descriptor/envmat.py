@@ -60,8 +60,14 @@ def normalize_env(env, center_type, davg, dstd):
 
 
 def unit_angular(rt, eps: float = 1e-12):
-    """The ``dotr`` gate's direction: ``R~[..., 1:4] / max(|R~[..., 1:4]|, eps)``."""
+    """The ``dotr`` gate's direction: ``R~[..., 1:4] / max(|R~[..., 1:4]|, eps)``.
+
+    The norm is taken only where it exceeds ``eps`` (``sqrt`` of 1 elsewhere): the derivative of
+    ``|a|`` at ``a = 0`` (masked rows) is ``0/0``, and jax's second derivative carried that NaN
+    into real rows through zero cotangents (``0 * inf``)."""
     xp = B.namespace(rt)
     a = rt[..., 1:4]
-    n = xp.linalg.vector_norm(a, axis=-1, keepdims=True)
-    return a / xp.maximum(n, xp.full_like(n, eps))
+    n2 = xp.sum(a * a, axis=-1, keepdims=True)
+    big = n2 > eps * eps
+    n = xp.sqrt(xp.where(big, n2, xp.ones_like(n2)))
+    return xp.where(big, a / n, a / eps)

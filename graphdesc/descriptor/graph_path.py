@@ -59,7 +59,7 @@ from .readout import readout
 
 __all__ = ["dpa1_graph", "center_inputs", "edge_stage", "center_pieces", "center_outputs", "Blocks",
            "check_model_inputs", "in_node_order", "attention_layout",
-           "check_attention", "num_centers"]
+           "check_attention", "num_centers", "chunk_elements"]
 
 
 
@@ -190,10 +190,11 @@ def edge_stage(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
 def center_pieces(parts: dict, config: DPA1Config, attention: str = "blocks") -> list:
     """``parts`` of :func:`center_inputs` cut into chunks of centers (a list of dicts).
 
-    One piece on accelerators, in traced programs and for small ``N``; on CPU
-    pieces whose largest temporary is about :data:`CHUNK_BYTES`. Ragged parts
-    (``"pairs"``, ``"buckets"``) are cut by :func:`~graphdesc.descriptor.ragged.ragged_cuts`:
-    a piece's center rows with its centers' edge rows.
+    One piece in traced programs and for small ``N``; else pieces whose largest
+    temporary is about :func:`chunk_elements` floats (one-width blocks: one piece on
+    accelerators). Ragged parts (``"pairs"``, ``"buckets"``) are cut by
+    :func:`~graphdesc.descriptor.ragged.ragged_cuts`: a piece's center rows with its
+    centers' edge rows.
     """
     g = parts["g"]
     if attention == "blocks":
@@ -202,10 +203,10 @@ def center_pieces(parts: dict, config: DPA1Config, attention: str = "blocks") ->
             return [parts]
         return [dict(zip(parts, piece)) for piece in zip(*(B.split_rows(t, sizes) for t in parts.values()))]
     slots = parts["slots"]
-    if not _chunked(g) or B.is_symbolic_int(slots.shape[0]):
+    if B.is_traced(g) or B.is_symbolic_int(slots.shape[0]):
         return [parts]
     counts = B.to_numpy(slots)
-    budget = max(1, CHUNK_BYTES * 8 // B.namespace(g).finfo(g.dtype).bits)  # (0 would mean one piece)
+    budget = max(1, chunk_elements(g, attention))  # (0 would mean one piece)
     sizes = ragged_cuts(counts, attention, config.attn, config.ng, budget)
     if len(sizes) == 1:
         return [parts]
@@ -221,7 +222,9 @@ def center_outputs(params: dict, config: DPA1Config, table, parts: dict, *, atte
     (in the piece's row order). ``attention`` and ``static`` as given to :func:`center_inputs`."""
     want_sum = "pad" in parts
     if attention == "pairs":
-        gr, total = pair_stage(params, config, parts, static=static, want_sum=want_sum)
+        # a traced static program is one piece: its pairs run in chunks inside it (jax.jit)
+        inside = chunk_elements(parts["g"], "pairs") if static and B.is_traced(parts["g"]) else 0
+        gr, total = pair_stage(params, config, parts, static=static, want_sum=want_sum, chunk_elements=inside)
     else:
         blocks = parts if attention == "blocks" else _bucket_blocks(parts, config, static)
         gr, total = _center_stage(params, config, blocks["g"], blocks["rows"], blocks["sw"], blocks["valid"],
@@ -242,6 +245,23 @@ chunk by chunk, so only one chunk's activations are held at a time (peak 0.7-0.8
 MiB/atom instead of 2.7 for 864-atom Cu, fp64)."""
 
 
+ACCEL_CHUNK_BYTES = 2**30
+"""Size of a ragged piece's largest temporary on accelerators. One-width blocks run in one piece
+there (fewer, larger kernels), but one piece of pairs would hold its gathered ``(P, attn)`` rows
+whole: 6.4 MB per fcc Cu atom (78 neighbors) in fp64 at ``attn = 128``, each, several per layer."""
+
+
+def chunk_elements(like, attention: str) -> int:
+    """The piece budget of the block stage, in floats of ``like``'s dtype: :data:`CHUNK_BYTES` on
+    the CPU; on accelerators :data:`ACCEL_CHUNK_BYTES` for the ragged layouts and 0 (one piece) for
+    one-width blocks."""
+    if B.on_cpu(like):
+        nbytes = CHUNK_BYTES
+    else:
+        nbytes = 0 if attention == "blocks" else ACCEL_CHUNK_BYTES
+    return nbytes * 8 // B.namespace(like).finfo(like.dtype).bits
+
+
 def chunk_rows(width: int, attn: int, chunk_elements: int) -> int:
     """Centers per chunk: the largest temporary, ``(rows, width, max(width, attn))``, holds about
     ``chunk_elements`` floats (at least one center). Eager's rule, and a package's (:mod:`graphdesc.export.stages`)."""
@@ -252,7 +272,7 @@ def _chunk_sizes(n, width, config: DPA1Config, like) -> list:
     """Chunk sizes over ``n`` centers: ``[n]`` on accelerators, in traced programs and for small ``n``."""
     if not _chunked(like) or B.is_symbolic_int(n) or B.is_symbolic_int(width):
         return [n]
-    chunk = chunk_rows(width, config.attn, CHUNK_BYTES * 8 // B.namespace(like).finfo(like.dtype).bits)
+    chunk = chunk_rows(width, config.attn, chunk_elements(like, "blocks"))
     if n <= chunk:
         return [n]
     full, rest = divmod(n, chunk)

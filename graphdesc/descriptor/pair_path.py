@@ -14,9 +14,20 @@ jit). Each attention layer then forms, per pair, the scalar logit
 * the weighted values are summed per query edge by ``segment_sum``.
 
 Every per-pair quantity is a scalar: the gathered ``(P, attn)`` query, key and
-value rows are temporaries of one piece, and on CPU the pieces are cut so that
-they hold about :data:`~graphdesc.descriptor.graph_path.CHUNK_BYTES`
-(:func:`~graphdesc.descriptor.ragged.ragged_cuts`). The contraction
+value rows are temporaries of one piece of centers, never of the whole system:
+
+* eager, on any device, the parts are cut into pieces before they get here
+  (:func:`~graphdesc.descriptor.graph_path.center_pieces`,
+  :func:`~graphdesc.descriptor.ragged.ragged_cuts`), of about
+  :func:`~graphdesc.descriptor.graph_path.chunk_elements` floats;
+* a traced program of the static layout (``jax.jit``) is one piece: :func:`pair_stage`
+  maps over chunks of centers inside it (``lax.map`` with a checkpoint, so the
+  backward recomputes one chunk at a time too);
+* ``.pt2`` packages run their block program on such pieces (:mod:`graphdesc.export.stages`).
+
+The exception is a traced program of the compact layout (``torch.compile`` of a
+whole training step, :mod:`graphdesc.train.compiled`), which has no loop over a
+data-dependent number of pieces: there the batch is one piece. The contraction
 ``sum_j G_j (x) rows_j`` is a ``segment_sum`` over each center's edge rows.
 
 Nothing here shares code with the block path's attention (batched matmuls on
@@ -33,10 +44,10 @@ from .config import SMOOTH_SHIFT, DPA1Config
 from .nets import layer, layer_norm, unit_rows
 from .ragged import piece_centers
 
-__all__ = ["pair_stage"]
+__all__ = ["pair_stage", "static_chunk_centers"]
 
 
-def pair_stage(params, config: DPA1Config, piece: dict, *, static: bool, want_sum: bool):
+def pair_stage(params, config: DPA1Config, piece: dict, *, static: bool, want_sum: bool, chunk_elements: int = 0):
     """Attention layers and contraction on a ragged piece of ``C`` centers and ``R`` edge rows.
 
     Args:
@@ -45,10 +56,18 @@ def pair_stage(params, config: DPA1Config, piece: dict, *, static: bool, want_su
             ``slots (C,)`` and with ``attn_dotr`` ``u (R, 3)``.
         static: the rows are ``sel`` slots per center (``valid`` marks the real ones).
         want_sum: also return the sum of ``G`` over each center's real rows.
+        chunk_elements: with ``static``, run the piece in chunks of centers whose largest
+            temporary holds about this many floats, inside the program
+            (:func:`~graphdesc._backend.map_stacked`: ``lax.map`` under ``jax.jit``); ``0``: whole.
+            Eager pieces are cut before they get here (:func:`~graphdesc.descriptor.graph_path.center_pieces`).
 
     Returns:
         ``(G^T rows (C, ng, 4), sum of G over real rows (C, ng) or None)``.
     """
+    if static and chunk_elements > 0:
+        per = static_chunk_centers(config, chunk_elements)
+        if piece["slots"].shape[0] > per:
+            return _static_chunks(params, config, piece, want_sum, per)
     g, valid, slots = piece["g"], piece["valid"], piece["slots"]
     c, r = slots.shape[0], g.shape[0]
     center = piece_centers(slots, r)  # (R,)
@@ -59,6 +78,39 @@ def pair_stage(params, config: DPA1Config, piece: dict, *, static: bool, want_su
     total = segment_sum(g, center, c, mask=valid) if want_sum else None
     outer = g[:, :, None] * piece["rows"][:, None, :]  # (R, ng, 4)
     return segment_sum(outer, center, c, mask=valid), total
+
+
+def static_chunk_centers(config: DPA1Config, chunk_elements: int) -> int:
+    """Centers per chunk of the static layout: ``sel`` slots each, a center costs
+    ``sel * max(sel * attn, 4 ng)`` floats (the cost rule of :func:`~graphdesc.descriptor.ragged.ragged_cuts`)."""
+    return max(1, chunk_elements // (config.sel * max(config.sel * config.attn, 4 * config.ng)))
+
+
+def _static_chunks(params, config: DPA1Config, piece: dict, want_sum: bool, per: int):
+    """:func:`pair_stage` on a static piece in chunks of ``per`` centers, mapped inside the program.
+
+    The ``C`` centers are padded to ``n * per`` with empty centers (``sel`` masked slots of zeros),
+    each array is viewed as ``(n, per * rows, ...)`` and :func:`~graphdesc._backend.map_stacked`
+    runs one chunk at a time; the padding's outputs are dropped.
+    """
+    xp = B.namespace(piece["g"])
+    c, sel = piece["slots"].shape[0], config.sel
+    n = -(-c // per)
+
+    def chunked(x, rows: int):  # (c * rows, ...) -> (n, per * rows, ...), padded with zeros / False / sel
+        fill = sel if x is piece["slots"] else 0
+        pad = xp.full(((n * per - c) * rows,) + tuple(x.shape[1:]), fill, dtype=x.dtype, device=B.device(x))
+        return xp.reshape(xp.concat([x, pad]), (n, per * rows) + tuple(x.shape[1:]))
+
+    keys = [k for k in ("g", "rows", "sw", "u", "valid") if k in piece]
+    xs = {k: chunked(piece[k], sel) for k in keys}
+    xs["slots"] = chunked(piece["slots"], 1)
+    gr, total = B.map_stacked(lambda chunk: pair_stage(params, config, chunk, static=True, want_sum=want_sum), xs)
+
+    def whole(x):  # (n, per, ...) -> (c, ...)
+        return None if x is None else xp.reshape(x, (n * per,) + tuple(x.shape[2:]))[:c]
+
+    return whole(gr), whole(total)
 
 
 def _pairs(config: DPA1Config, piece: dict, center, c, static: bool):

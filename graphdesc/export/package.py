@@ -228,7 +228,7 @@ def export_package(model, path, *, device: str = "cpu", dtype=None, progress=Non
     import torch
     from torch._inductor.package import package_aoti
 
-    from ..descriptor.graph_path import CHUNK_BYTES
+    from ..descriptor.graph_path import chunk_elements as budget
     from ..descriptor.ragged import BUCKET_GROWTH
 
     say = progress or (lambda msg: None)
@@ -250,8 +250,8 @@ def export_package(model, path, *, device: str = "cpu", dtype=None, progress=Non
     say("tracing the edge stage, block stage and tail (make_fx) and exporting them (torch.export) ...")
     programs, keys, n_grads = export_programs(model, sample)
     say(f"  done in {time.perf_counter() - t0:.1f} s")
-    # eager's rule (graph_path.CHUNK_BYTES): chunks of centers on CPU, one piece on accelerators
-    chunk_elements = CHUNK_BYTES * 8 // torch.finfo(dtype).bits if device.type == "cpu" else 0
+    # eager's rule: chunks of centers on CPU; on accelerators one piece of one-width blocks, ragged ones in chunks
+    chunk_elements = budget(sample[2], package_attention(model, device))
     meta = {
         "schema": str(SCHEMA_VERSION), "version": __version__, "dtype": str(dtype).removeprefix("torch."),
         "device": device.type, "config": json.dumps(model.config.to_dict()),
