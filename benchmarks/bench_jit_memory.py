@@ -7,7 +7,8 @@
 Under ``jax.jit`` the static layout is one piece. The pair path maps over chunks of centers inside the
 program (``lax.map`` of ``jax.checkpoint``), so its gathered ``(pairs, attn)`` rows exist for one chunk at a
 time; "pairs, whole" is the same program with the chunk budget set beyond the system (one chunk), as it was
-before the chunks. The memory is XLA's own plan for the compiled energy+force program
+before the chunks, and "no checkpoint" maps the chunks without ``jax.checkpoint`` (the scan then keeps every
+chunk's residuals for the backward). The memory is XLA's own plan for the compiled energy+force program
 (``compiled.memory_analysis().temp_size_in_bytes``: scratch beyond the inputs and outputs), next to the size of
 one ``(P, attn)`` array. Times are medians of interleaved calls (blocks and chunked pairs; the whole pair
 program runs only where its plan is under ``--run-limit-gib``). The bench_dpa1 model (its cache) and structures.
@@ -25,7 +26,7 @@ import time
 
 from _timing import command_line, git_head, save_results, start_sized_run, sized_run_args
 
-VARIANTS = ("blocks", "pairs, chunks", "pairs, whole")
+VARIANTS = ("blocks", "pairs, chunks", "pairs, chunks, no checkpoint", "pairs, whole")
 
 
 def measure(system: str, cells: int, cache: str, rounds: int, run_limit: float) -> dict:
@@ -50,13 +51,16 @@ def measure(system: str, cells: int, cache: str, rounds: int, run_limit: float) 
     pj, atype, n = cast_params(params, jnp.zeros(1)), jnp.zeros(len(positions), dtype=jnp.int64), len(positions)
     budget = gp.CHUNK_BYTES
     compiled, plan = {}, {}
+    checkpoint = jax.checkpoint
     for variant in VARIANTS:
         gp.CHUNK_BYTES = 2**50 if variant == "pairs, whole" else budget
-        try:  # the budget is read while tracing, so it is fixed once compiled
+        if variant.endswith("no checkpoint"):
+            jax.checkpoint = lambda f: f
+        try:  # the budget and the checkpoint are read while tracing, so they are fixed once compiled
             lowered = jax.jit(energy_jit(config, attention=variant.split(",")[0])).lower(pj, graph, atype)
             compiled[variant] = lowered.compile()
         finally:
-            gp.CHUNK_BYTES = budget
+            gp.CHUNK_BYTES, jax.checkpoint = budget, checkpoint
         plan[variant] = compiled[variant].memory_analysis().temp_size_in_bytes
     run = [v for v in VARIANTS if plan[v] <= run_limit * 2**30]
     forces = {v: np.asarray(compiled[v](pj, graph, atype)["force"]) for v in run}
@@ -96,7 +100,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", default="cu")
     parser.add_argument("--rounds", type=int, default=5, help="timed calls per variant, interleaved")
-    parser.add_argument("--run-limit-gib", type=float, default=4.0,
+    parser.add_argument("--run-limit-gib", type=float, default=1.0,
                         help="run (time) a variant only if XLA plans at most this much scratch")
     sized_run_args(parser, "jit_memory.json", cells="2,3,4")
     started = start_sized_run(parser, argv, markdown)
