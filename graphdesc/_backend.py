@@ -32,6 +32,8 @@ __all__ = [
     "split_rows",
     "softmax",
     "map_stacked",
+    "pair_dot",
+    "pair_spread",
 ]
 
 
@@ -282,6 +284,83 @@ def softmax(x):
 
     e = np.exp(x - np.max(x, axis=-1, keepdims=True))
     return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def pair_dot(a, b, i, j):
+    """Per pair ``p``, the dot product ``a[i[p]] . b[j[p]]``: ``(P,)``, from ``a (R, F)``, ``b (R', F)`` and
+    integer ``i, j (P,)`` (in range; the callers build them).
+
+    The pair path's logits and gate. In eager torch an autograd function whose graph keeps only ``a``, ``b``
+    and the indices: the gathered ``(P, F)`` rows are temporaries of the call, not saved for the backward
+    (ops of their own, ``index_select`` and ``mul`` would save both, for every piece of a training batch
+    at once). Its derivatives are :func:`pair_spread` calls, themselves differentiable, so forces and force
+    losses work. Elsewhere (numpy, jax, traced programs) the same formula in plain ops.
+    """
+    if backend_name(a) == "torch" and not is_traced(a):
+        return _torch_pairs().PairDot.apply(a, b, i, j)
+    return _pair_dot(a, b, i, j)
+
+
+def pair_spread(w, b, i, j, num_rows):
+    """Per row ``r``, ``sum over pairs p with i[p] = r of w[p] b[j[p]]``: ``(num_rows, F)``, from ``w (P,)``,
+    ``b (R', F)`` and integer ``i, j (P,)`` (in range).
+
+    The pair path's weighted values (``i`` the query, ``j`` the key), and the derivative of
+    :func:`pair_dot`. As :func:`pair_dot`, an autograd function in eager torch that saves only its inputs;
+    the two are closed under differentiation (each one's derivatives are calls of the two).
+    """
+    if backend_name(w) == "torch" and not is_traced(w):
+        return _torch_pairs().PairSpread.apply(w, b, i, j, num_rows)
+    return _pair_spread(w, b, i, j, num_rows)
+
+
+def _pair_dot(a, b, i, j):
+    return namespace(a).sum(gather(a, i) * gather(b, j), axis=-1)
+
+
+def _pair_spread(w, b, i, j, num_rows):
+    return scatter_add(w[:, None] * gather(b, j), i, num_rows)
+
+
+_TORCH_PAIRS = None
+
+
+def _torch_pairs():
+    """The torch autograd functions of :func:`pair_dot` and :func:`pair_spread` (defined on first use)."""
+    global _TORCH_PAIRS
+    if _TORCH_PAIRS is None:
+        import types
+
+        import torch
+
+        class PairDot(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, a, b, i, j):
+                ctx.save_for_backward(a, b, i, j)
+                return _pair_dot(a, b, i, j)
+
+            @staticmethod
+            def backward(ctx, dl):
+                a, b, i, j = ctx.saved_tensors
+                da = PairSpread.apply(dl, b, i, j, a.shape[0]) if ctx.needs_input_grad[0] else None
+                db = PairSpread.apply(dl, a, j, i, b.shape[0]) if ctx.needs_input_grad[1] else None
+                return da, db, None, None
+
+        class PairSpread(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, w, b, i, j, num_rows):
+                ctx.save_for_backward(w, b, i, j)
+                return _pair_spread(w, b, i, j, num_rows)
+
+            @staticmethod
+            def backward(ctx, dout):
+                w, b, i, j = ctx.saved_tensors
+                dw = PairDot.apply(dout, b, i, j) if ctx.needs_input_grad[0] else None
+                db = PairSpread.apply(w, dout, j, i, b.shape[0]) if ctx.needs_input_grad[1] else None
+                return dw, db, None, None, None
+
+        _TORCH_PAIRS = types.SimpleNamespace(PairDot=PairDot, PairSpread=PairSpread)
+    return _TORCH_PAIRS
 
 
 def map_stacked(f, xs: dict):

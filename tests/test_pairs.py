@@ -202,3 +202,80 @@ def test_bad_static_layout(backend):
     q, _, m = center_edge_pairs(a(np.array([0, 0, 0, 1, 1, 0])), a(np.array([1, 1, 1, 1, 1, 0], bool)), 2,
                                 static_nnei=3)
     assert int(to_numpy(m).sum()) == 3 * 3 + 2 * 2
+
+
+def _pair_case(seed=0):
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, 5, 23), rng.integers(0, 6, 23)
+    return rng, i, j
+
+
+def test_pair_products_equal_loops_on_every_backend():
+    """pair_dot and pair_spread against plain Python loops over the pairs, numpy, torch and jax."""
+    import graphdesc._backend as B
+
+    rng, i, j = _pair_case()
+    a, b, w = rng.normal(size=(5, 4)), rng.normal(size=(6, 4)), rng.normal(size=23)
+    dot = np.array([a[p] @ b[q] for p, q in zip(i, j)])
+    spread = np.zeros((5, 4))
+    for p, (r, q) in enumerate(zip(i, j)):
+        spread[r] += w[p] * b[q]
+    for name in BACKENDS:
+        backend = Backend(name)
+        ai, aj = backend.asarray(i), backend.asarray(j)
+        got_dot = B.pair_dot(backend.asarray(a), backend.asarray(b), ai, aj)
+        got_spread = B.pair_spread(backend.asarray(w), backend.asarray(b), ai, aj, 5)
+        np.testing.assert_allclose(to_numpy(got_dot), dot, rtol=0, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(to_numpy(got_spread), spread, rtol=0, atol=1e-14, err_msg=name)
+
+
+def test_pair_products_have_exact_first_and_second_derivatives():
+    """torch's autograd functions (they save only their inputs): gradcheck and gradgradcheck in float64."""
+    torch = pytest.importorskip("torch", reason="the autograd functions are torch's")
+    import graphdesc._backend as B
+
+    rng, i, j = _pair_case(1)
+    i, j = torch.as_tensor(i), torch.as_tensor(j)
+
+    def leaf(*shape):
+        return torch.as_tensor(rng.normal(size=shape)).requires_grad_(True)
+
+    a, b, w = leaf(5, 4), leaf(6, 4), leaf(23)
+    dot = lambda a, b: B.pair_dot(a, b, i, j)  # noqa: E731
+    spread = lambda w, b: B.pair_spread(w, b, i, j, 5)  # noqa: E731
+    assert type(dot(a, b).grad_fn).__name__ == "PairDotBackward"
+    for fn, args in ((dot, (a, b)), (spread, (w, b))):
+        assert torch.autograd.gradcheck(fn, args)
+        assert torch.autograd.gradgradcheck(fn, args)
+
+
+def test_pair_path_saves_no_pair_rows():
+    """The pair path's autograd graph (forces with create_graph, as in training) saves no (P, attn) tensor:
+    every saved tensor is smaller than the pairs' gathered rows (the plain gather-multiply did save them)."""
+    torch = pytest.importorskip("torch", reason="what autograd saves is torch's")
+    from dpa1_cases import make_config, random_params
+    from test_attention_layouts import _torch_graph, _uneven_system
+
+    import graphdesc._backend as B
+    from graphdesc.descriptor import cast_params, dpa1_graph
+
+    config = make_config("default")
+    params = cast_params(random_params(config), torch.zeros(1, dtype=torch.float64))
+    graph, atype = _uneven_system(config.ntypes)
+    g, a = _torch_graph(graph), torch.as_tensor(atype)
+    deg = np.bincount(graph.dst[graph.edge_mask], minlength=len(atype))
+    pair_rows = int((deg ** 2).sum()) * config.attn
+
+    def largest_saved(pair_dot, pair_spread):
+        saved = []
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(B, "pair_dot", pair_dot)
+            mp.setattr(B, "pair_spread", pair_spread)
+            with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+                vec = g.edge_vec.clone().requires_grad_(True)
+                d = dpa1_graph(params, config, g.replace(edge_vec=vec), a, attention="pairs")[0]
+                torch.autograd.grad(d.sum(), vec, create_graph=True)
+        return max(saved)
+
+    assert largest_saved(B.pair_dot, B.pair_spread) < pair_rows
+    assert largest_saved(B._pair_dot, B._pair_spread) >= pair_rows  # the check can fail

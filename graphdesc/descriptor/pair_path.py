@@ -125,8 +125,7 @@ def _pairs(config: DPA1Config, piece: dict, center, c, static: bool):
         real = segment_sum(xp.astype(valid, sw.dtype), center, c)  # (C,) real rows, in floating point
         phantoms = B.gather(config.sel - real, center)  # (R,) each query's sel - deg
     if config.attn_dotr:
-        u = piece["u"]
-        gate = xp.sum(B.gather(u, query) * B.gather(u, key), axis=-1)
+        gate = B.pair_dot(piece["u"], piece["u"], query, key)
     factors = [f for f in (sw_pair, gate) if f is not None]
     post = factors[0] * factors[1] if len(factors) == 2 else (factors[0] if factors else None)
     return query, key, pair_mask, sw_pair, phantoms, post
@@ -141,8 +140,7 @@ def _attention_layer(lp, config: DPA1Config, g, valid, pairs):
         q, k, v = unit_rows(q, valid, config.alpha), unit_rows(k, valid), unit_rows(v, valid)
     else:
         q = q * config.alpha
-    xp = B.namespace(g)
-    logits = xp.sum(B.gather(q, query) * B.gather(k, key), axis=-1)  # (P,)
+    logits = B.pair_dot(q, k, query, key)  # (P,)
     rows = g.shape[0]
     if config.smooth_type_embedding:
         logits = (logits + SMOOTH_SHIFT) * sw_pair
@@ -152,6 +150,6 @@ def _attention_layer(lp, config: DPA1Config, g, valid, pairs):
     if post is not None:
         w = w * post
     # masked pairs have weight exactly 0 and finite values (the edge stage's masked rows are finite)
-    attended = segment_sum(w[:, None] * B.gather(v, key), query, rows)  # (R, attn)
+    attended = B.pair_spread(w, v, query, key, rows)  # (R, attn)
     y = layer({"w": lp["out_w"], "b": lp["out_b"]}, attended, "linear", resnet=False)
     return layer_norm(g + y, lp["ln_w"], lp["ln_b"], config.ln_eps)
