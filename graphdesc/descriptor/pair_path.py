@@ -23,7 +23,12 @@ value rows are temporaries of one piece of centers, never of the whole system:
 * a traced program of the static layout (``jax.jit``) is one piece: :func:`pair_stage`
   maps over chunks of centers inside it (``lax.map`` with a checkpoint, so the
   backward recomputes one chunk at a time too);
-* ``.pt2`` packages run their block program on such pieces (:mod:`graphdesc.export.stages`).
+* ``.pt2`` packages run their block program on such pieces (:mod:`graphdesc.export.stages`);
+* the gathered rows are not saved for the backward either: the logits, the gate
+  and the weighted values are :func:`~graphdesc._backend.pair_dot` and
+  :func:`~graphdesc._backend.pair_spread`, which keep only their inputs in eager
+  torch. A force-loss training step keeps every piece's graph, so saved gathered
+  rows would add up to the whole batch's.
 
 The exception is a traced program of the compact layout (``torch.compile`` of a
 whole training step, :mod:`graphdesc.train.compiled`), which has no loop over a
