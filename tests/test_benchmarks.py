@@ -234,3 +234,34 @@ def test_shared_cpu_rejects_unknown_levels():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_shared_cpu.py"), "--levels",
                            "none,extreme"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--levels" in proc.stderr and "extreme" in proc.stderr
+
+
+def test_jit_memory_benchmark_quick_run(tmp_path):
+    """bench_jit_memory on 32 atoms: every variant compiles, the chunked pair path plans less scratch than one
+    (P, attn) array and far less than the whole one, and its forces equal the blocks'."""
+    pytest.importorskip("jax", reason="bench_jit_memory measures jax's jitted programs")
+    out = tmp_path / "jm.json"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_jit_memory.py"), "--cells", "2",
+                          "--rounds", "1", "--cache", str(tmp_path / "cache"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    from graphdesc.safe_io import load_json
+
+    (point,) = load_json(out)["points"]
+    plan = {v["variant"]: v for v in point["variants"]}
+    assert plan["pairs, chunks"]["temp_mib"] < point["pair_rows_mib"] < plan["pairs, whole"]["temp_mib"]
+    assert plan["pairs, chunks"]["df_max_vs_blocks"] < 1e-10
+    assert (tmp_path / "jm.md").read_text().count("| cu | 32 |") == 4
+
+
+def test_train_memory_benchmark_quick_run(tmp_path):
+    """bench_train_memory on 4 frames: both layouts train a step in a child process and the table is written."""
+    out = tmp_path / "tm.json"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train_memory.py"), "--frames", "4",
+                          "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    from graphdesc.safe_io import load_json
+
+    rows = load_json(out)["rows"]
+    assert [r["attention"] for r in rows] == ["blocks", "pairs"] and all(r["peak_mib"] > 0 for r in rows)
+    assert (tmp_path / "tm.md").exists()

@@ -141,7 +141,8 @@ RENDERED = {"dpa1_cpu": "bench_dpa1", "pt2_cpu": "bench_dpa1", "dpa1_uneven": "b
             "shared_cpu_train": "bench_shared_cpu", "train_step_vs_789c41b": "bench_train_step",
             "dpa1_cpu_now": "bench_dpa1", "shared_cpu_recheck": "bench_shared_cpu",
             "profile_dpa1_before": "profile_dpa1", "dpa1_fold": "bench_dpa1",
-            "compiled_stage": "bench_compiled_stage", "jit_memory": "bench_jit_memory"}
+            "compiled_stage": "bench_compiled_stage", "jit_memory": "bench_jit_memory",
+            "train_memory": "bench_train_memory"}
 
 
 def _blocks(text: str):
