@@ -287,6 +287,22 @@ def test_compiled_gradients_equal_eager(doctor_report):
     assert "inductor" in text and "LOST" not in text
 
 
+def test_doctor_passes_on_the_pair_path(data, model):
+    """Eager training through the pair path's own autograd functions (pair_dot, pair_spread: derivatives
+    written by hand, double backward included) gives the traced graph's gradients, whose pair products are
+    plain ops differentiated by autograd: every loss component, 1e-10."""
+    import copy
+
+    pairs = copy.deepcopy(model)
+    pairs.attention = "pairs"
+    batch = GraphCache(data, RCUT).batch([0, 1, 2])
+    report = gradient_doctor(pairs, [batch], modes=("eager", "traced"))
+    assert not report.failed, "\n".join(report.failures())
+    for (component, mode), cell in report.results.items():
+        assert cell.error is None and cell.max_abs <= 1e-10, (component, mode, cell.max_abs)
+    assert len(report.results[("force", "eager")].reached) == len(report.names) - 1
+
+
 def test_doctor_catches_lost_gradients(data, model):
     """Negative control: the trace without the detach repair loses force and virial gradients."""
     batch = GraphCache(data, RCUT).batch([0, 1])
