@@ -595,7 +595,7 @@ def attention_layout(attention: str, graph, n=None) -> str:
 
     ``"auto"`` is ``"buckets"`` where the block stage runs in chunks (eager, on the CPU) and one-width
     blocks would pad the rows by more than :data:`AUTO_PADDING` (``n max_deg / sum deg``); else
-    ``"blocks"``. Measured (``benchmarks/results/dpa1_uneven.md``): buckets save 1.12-2.71x on a slab,
+    ``"blocks"``. Measured (``benchmarks/results/dpa1_uneven.md``): buckets save 1.14-2.51x on a slab,
     clusters and a dense inclusion, and gain nothing on homogeneous fcc Cu (0.98-1.03x; in a small training
     step the two are within noise, ``benchmarks/results/train_step_layouts.md``); in one piece (traced
     programs, accelerators) they would only add a sort.
