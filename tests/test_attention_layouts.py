@@ -340,3 +340,29 @@ def test_energy_model_shells_take_the_layout():
             for got in (got_t[key].detach().numpy(), np.asarray(got_j[key])):
                 np.testing.assert_allclose(got, want[key].detach().numpy(), rtol=0, atol=TOL,
                                            err_msg=f"{attention} {key}")
+
+
+def test_accelerator_budget_cuts_ragged_pieces_only(monkeypatch):
+    """Off the CPU (pretended here: no GPU in CI), one-width blocks stay one piece while the ragged layouts are
+    cut by ACCEL_CHUNK_BYTES, so a pair piece never holds a whole system's gathered rows."""
+    import torch
+
+    import graphdesc._backend as B
+    import graphdesc.descriptor.graph_path as gp
+
+    config = make_config("default")
+    params = cast_params(random_params(config), torch.zeros(1, dtype=torch.float64))
+    graph, atype = _uneven_system(config.ntypes)
+    g, a = _torch_graph(graph), torch.as_tensor(atype)
+    like = g.edge_vec
+    assert gp.chunk_elements(like, "pairs") == gp.CHUNK_BYTES // 8
+    monkeypatch.setattr(B, "on_cpu", lambda x: False)
+    assert gp.chunk_elements(like, "blocks") == 0
+    assert gp.chunk_elements(like, "pairs") == gp.chunk_elements(like, "buckets") == gp.ACCEL_CHUNK_BYTES // 8
+    monkeypatch.setattr(gp, "ACCEL_CHUNK_BYTES", 20_000)
+    monkeypatch.setattr(gp, "CHUNK_BYTES", 2**40)  # the CPU budget would keep one piece
+    _, blocks = gp.center_inputs(params, config, g, a, attention="blocks")
+    assert len(gp.center_pieces(blocks, config, "blocks")) == 1
+    for attention in ("pairs", "buckets"):
+        _, parts = gp.center_inputs(params, config, g, a, attention=attention)
+        assert len(gp.center_pieces(parts, config, attention)) > 2, attention
