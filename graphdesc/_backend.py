@@ -12,6 +12,8 @@ into its arguments (numpy's in-place ``np.add.at`` happens on a fresh buffer).
 
 from __future__ import annotations
 
+import contextlib
+
 import array_api_compat
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "map_stacked",
     "pair_dot",
     "pair_spread",
+    "opaque_pair_ops",
 ]
 
 
@@ -290,14 +293,17 @@ def pair_dot(a, b, i, j):
     """Per pair ``p``, the dot product ``a[i[p]] . b[j[p]]``: ``(P,)``, from ``a (R, F)``, ``b (R', F)`` and
     integer ``i, j (P,)`` (in range; the callers build them).
 
-    The pair path's logits and gate. In eager torch an autograd function whose graph keeps only ``a``, ``b``
-    and the indices: the gathered ``(P, F)`` rows are temporaries of the call, not saved for the backward
-    (ops of their own, ``index_select`` and ``mul`` would save both, for every piece of a training batch
-    at once). Its derivatives are :func:`pair_spread` calls, themselves differentiable, so forces and force
-    losses work. Elsewhere (numpy, jax, traced programs) the same formula in plain ops.
+    The pair path's logits and gate. In torch a custom operator (``graphdesc::pair_dot``) whose autograd graph
+    keeps only ``a``, ``b`` and the indices, and which gathers the rows in chunks of
+    :data:`PAIR_CHUNK_BYTES`: no ``(P, F)`` array exists whole, in the forward or the backward (the plain
+    ``index_select`` and ``mul`` would hold them, and save both for the backward, for every piece of a
+    training batch at once). Its derivatives are :func:`pair_spread` calls, themselves differentiable, so
+    forces and force losses work. A traced torch program gets the operator only inside
+    :func:`opaque_pair_ops` (compiled training), since an exported package must not depend on it; elsewhere
+    (numpy, jax, traced programs) the same formula in plain ops.
     """
-    if backend_name(a) == "torch" and not is_traced(a):
-        return _torch_pairs().PairDot.apply(a, b, i, j)
+    if backend_name(a) == "torch" and (_OPAQUE_PAIRS or not is_traced(a)):
+        return _torch_pairs().pair_dot(a, b, i, j)
     return _pair_dot(a, b, i, j)
 
 
@@ -306,11 +312,11 @@ def pair_spread(w, b, i, j, num_rows):
     ``b (R', F)`` and integer ``i, j (P,)`` (in range).
 
     The pair path's weighted values (``i`` the query, ``j`` the key), and the derivative of
-    :func:`pair_dot`. As :func:`pair_dot`, an autograd function in eager torch that saves only its inputs;
-    the two are closed under differentiation (each one's derivatives are calls of the two).
+    :func:`pair_dot`. As :func:`pair_dot`, a chunked torch operator that saves only its inputs; the two are
+    closed under differentiation (each one's derivatives are calls of the two).
     """
-    if backend_name(w) == "torch" and not is_traced(w):
-        return _torch_pairs().PairSpread.apply(w, b, i, j, num_rows)
+    if backend_name(w) == "torch" and (_OPAQUE_PAIRS or not is_traced(w)):
+        return _torch_pairs().pair_spread(w, b, i, j, num_rows)
     return _pair_spread(w, b, i, j, num_rows)
 
 
@@ -322,44 +328,82 @@ def _pair_spread(w, b, i, j, num_rows):
     return scatter_add(w[:, None] * gather(b, j), i, num_rows)
 
 
+PAIR_CHUNK_BYTES = 2**24
+"""The torch pair operators gather at most this many bytes of rows at a time (per gathered array)."""
+
+_OPAQUE_PAIRS = False
 _TORCH_PAIRS = None
 
 
+@contextlib.contextmanager
+def opaque_pair_ops():
+    """Within: traced torch programs call :func:`pair_dot` and :func:`pair_spread` as the custom operators
+    (one node each, run chunk by chunk), not as plain gather-multiply-sum ops that a compiler would hold
+    whole. For ``make_fx`` traces of training steps; not for exported packages."""
+    global _OPAQUE_PAIRS
+    before, _OPAQUE_PAIRS = _OPAQUE_PAIRS, True
+    try:
+        yield
+    finally:
+        _OPAQUE_PAIRS = before
+
+
+def _pair_chunks(n: int, rows):
+    """Slices of ``n`` pairs whose gathered rows of ``rows (R, F)`` hold at most :data:`PAIR_CHUNK_BYTES`."""
+    step = max(1, PAIR_CHUNK_BYTES // max(1, rows.shape[1] * rows.element_size()))
+    return [slice(s, min(n, s + step)) for s in range(0, n, step)]
+
+
 def _torch_pairs():
-    """The torch autograd functions of :func:`pair_dot` and :func:`pair_spread` (defined on first use)."""
+    """The torch custom operators ``graphdesc::pair_dot`` and ``graphdesc::pair_spread`` (registered on first use)."""
     global _TORCH_PAIRS
     if _TORCH_PAIRS is None:
         import types
 
         import torch
 
-        class PairDot(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, a, b, i, j):
-                ctx.save_for_backward(a, b, i, j)
+        @torch.library.custom_op("graphdesc::pair_dot", mutates_args=(),
+                                 schema="(Tensor a, Tensor b, Tensor i, Tensor j) -> Tensor")
+        def dot(a, b, i, j):
+            chunks = _pair_chunks(i.shape[0], a)
+            if len(chunks) <= 1:
                 return _pair_dot(a, b, i, j)
+            return torch.cat([_pair_dot(a, b, i[s], j[s]) for s in chunks])
 
-            @staticmethod
-            def backward(ctx, dl):
-                a, b, i, j = ctx.saved_tensors
-                da = PairSpread.apply(dl, b, i, j, a.shape[0]) if ctx.needs_input_grad[0] else None
-                db = PairSpread.apply(dl, a, j, i, b.shape[0]) if ctx.needs_input_grad[1] else None
-                return da, db, None, None
+        @dot.register_fake
+        def _(a, b, i, j):
+            return a.new_empty(i.shape[0])
 
-        class PairSpread(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, w, b, i, j, num_rows):
-                ctx.save_for_backward(w, b, i, j)
-                return _pair_spread(w, b, i, j, num_rows)
+        @torch.library.custom_op("graphdesc::pair_spread", mutates_args=(),
+                                 schema="(Tensor w, Tensor b, Tensor i, Tensor j, SymInt num_rows) -> Tensor")
+        def spread(w, b, i, j, num_rows):
+            out = b.new_zeros(num_rows, b.shape[1])
+            for s in _pair_chunks(i.shape[0], b):
+                out.index_add_(0, i[s], w[s, None] * b.index_select(0, j[s]))
+            return out
 
-            @staticmethod
-            def backward(ctx, dout):
-                w, b, i, j = ctx.saved_tensors
-                dw = PairDot.apply(dout, b, i, j) if ctx.needs_input_grad[0] else None
-                db = PairSpread.apply(w, dout, j, i, b.shape[0]) if ctx.needs_input_grad[1] else None
-                return dw, db, None, None, None
+        @spread.register_fake
+        def _(w, b, i, j, num_rows):
+            return b.new_empty(num_rows, b.shape[1])
 
-        _TORCH_PAIRS = types.SimpleNamespace(PairDot=PairDot, PairSpread=PairSpread)
+        def save_inputs(ctx, inputs, output):
+            ctx.save_for_backward(*inputs[:4])
+
+        def dot_backward(ctx, dl):
+            a, b, i, j = ctx.saved_tensors
+            da = spread(dl, b, i, j, a.shape[0]) if ctx.needs_input_grad[0] else None
+            db = spread(dl, a, j, i, b.shape[0]) if ctx.needs_input_grad[1] else None
+            return da, db, None, None
+
+        def spread_backward(ctx, dout):
+            w, b, i, j = ctx.saved_tensors
+            dw = dot(dout, b, i, j) if ctx.needs_input_grad[0] else None
+            db = spread(w, dout, j, i, b.shape[0]) if ctx.needs_input_grad[1] else None
+            return dw, db, None, None, None
+
+        dot.register_autograd(dot_backward, setup_context=save_inputs)
+        spread.register_autograd(spread_backward, setup_context=save_inputs)
+        _TORCH_PAIRS = types.SimpleNamespace(pair_dot=dot, pair_spread=spread)
     return _TORCH_PAIRS
 
 

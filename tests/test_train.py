@@ -288,19 +288,65 @@ def test_compiled_gradients_equal_eager(doctor_report):
 
 
 def test_doctor_passes_on_the_pair_path(data, model):
-    """Eager training through the pair path's own autograd functions (pair_dot, pair_spread: derivatives
-    written by hand, double backward included) gives the traced graph's gradients, whose pair products are
-    plain ops differentiated by autograd: every loss component, 1e-10."""
+    """Eager training through the pair path's own operators (pair_dot, pair_spread: derivatives written by
+    hand, double backward included) gives the traced graph's gradients, whose pair products are plain ops
+    differentiated by autograd, and inductor's, which compiles a trace of the operators (AOTAutograd
+    differentiates them by their hand-written rules again): every loss component, 1e-10."""
     import copy
 
     pairs = copy.deepcopy(model)
     pairs.attention = "pairs"
     batch = GraphCache(data, RCUT).batch([0, 1, 2])
-    report = gradient_doctor(pairs, [batch], modes=("eager", "traced"))
+    report = gradient_doctor(pairs, [batch], modes=("eager", "traced", "inductor"))
     assert not report.failed, "\n".join(report.failures())
     for (component, mode), cell in report.results.items():
         assert cell.error is None and cell.max_abs <= 1e-10, (component, mode, cell.max_abs)
     assert len(report.results[("force", "eager")].reached) == len(report.names) - 1
+
+
+def test_compiled_pair_trace_holds_no_pair_rows(data, model):
+    """The compiled modes' trace of the pair path (its products as graphdesc's chunked operators) makes no
+    tensor as big as the batch's gathered (P, attn) pair rows, in the forward with forces or in the loss's
+    backward, so the compiler it goes to cannot hold them; the plain trace (mode traced) does make them,
+    so the check can fail."""
+    import copy
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from graphdesc.train.compiled import trace_training_forward
+
+    pairs = copy.deepcopy(model)
+    pairs.attention = "pairs"
+    batch = GraphCache(data, RCUT).batch([0, 1, 2])
+    graph = batch.graph
+    deg = torch.bincount(graph.dst[graph.edge_mask], minlength=len(batch.atype))
+    pair_rows = int((deg ** 2).sum()) * pairs.config.descriptor.attn
+
+    class Largest(TorchDispatchMode):
+        numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    Largest.numel = max(Largest.numel, t.numel())
+            return out
+
+    def largest(opaque_pairs):
+        gm = trace_training_forward(pairs, opaque_pairs=opaque_pairs)
+        nodes = sum("graphdesc.pair_" in str(n.target) for n in gm.graph.nodes)
+        leaves = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in pairs.leaves()]
+        Largest.numel = 0
+        with Largest():
+            energy, force, _ = gm(leaves, batch.atype, graph.edge_index, graph.edge_vec, graph.edge_mask,
+                                  graph.n_node)
+            (energy.sum() + force.square().sum()).backward()
+        return nodes, Largest.numel
+
+    nodes, numel = largest(True)
+    assert nodes > 0 and numel < pair_rows, (nodes, numel, pair_rows)
+    nodes, numel = largest(False)
+    assert nodes == 0 and numel >= pair_rows, (nodes, numel, pair_rows)
 
 
 def test_doctor_catches_lost_gradients(data, model):

@@ -25,6 +25,12 @@ component by component, against eager autograd.
 
 Modes: ``eager`` (plain autograd), ``traced`` (the repaired make_fx graph, run
 op by op), ``aot_eager`` and ``inductor`` (that graph compiled).
+
+With ``attention="pairs"`` the compiled modes trace the pair products as
+graphdesc's chunked custom operators (:func:`~graphdesc._backend.opaque_pair_ops`):
+the batch is one piece there, and as plain ops the compiler would hold its
+gathered ``(P, attn)`` pair rows whole. ``traced`` keeps plain ops, so the
+doctor checks the operators' hand-written derivatives against autograd's.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import contextlib
 
 import torch
 
+from .. import _backend as B
 from ..graph.container import NeighborGraph
 
 __all__ = ["MODES", "TrainingForward", "trace_training_forward", "strip_saved_output_detach"]
@@ -59,7 +66,8 @@ def strip_saved_output_detach(gm: torch.fx.GraphModule) -> int:
     return len(chains)
 
 
-def trace_training_forward(model, sample=None, *, keep_saved_detach: bool = False) -> torch.fx.GraphModule:
+def trace_training_forward(model, sample=None, *, keep_saved_detach: bool = False,
+                           opaque_pairs: bool = False) -> torch.fx.GraphModule:
     """The symbolic ``make_fx`` graph ``(leaves, atype, edge_index, edge_vec, edge_mask, n_node) ->
     (energy (nf,), force (N, 3), virial (nf, 3, 3))`` of ``model`` with ``create_graph=True``.
 
@@ -67,7 +75,9 @@ def trace_training_forward(model, sample=None, *, keep_saved_detach: bool = Fals
     order; ``atype``, ``edge_index`` and ``n_node`` are int64, ``edge_mask`` bool, ``edge_vec`` (Å) and the
     outputs (eV, eV/Å, eV) in the model's float dtype. ``sample`` is such a tuple (default:
     :func:`~graphdesc.export.sample_inputs` without ghosts). ``keep_saved_detach=True`` skips the repair (to show
-    what it fixes).
+    what it fixes). ``opaque_pairs=True`` records the pair path's products as the chunked custom operators of
+    :func:`~graphdesc._backend.opaque_pair_ops` instead of plain gather-multiply-sum ops, so that a compiler
+    given the graph cannot hold a batch's gathered ``(P, attn)`` pair rows whole.
     """
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -82,7 +92,7 @@ def trace_training_forward(model, sample=None, *, keep_saved_detach: bool = Fals
         return tuple(out[k] for k in OUTPUTS)
 
     leaves = [t.detach() for t in model.leaves()]
-    with _symbolic_shapes():
+    with _symbolic_shapes(), (B.opaque_pair_ops() if opaque_pairs else contextlib.nullcontext()):
         gm = make_fx(flat, tracing_mode="symbolic", _allow_non_fake_inputs=True)(leaves, *sample)
     if not keep_saved_detach:
         strip_saved_output_detach(gm)
@@ -118,7 +128,8 @@ class TrainingForward:
             self._build()
 
     def _build(self):
-        gm = trace_training_forward(self.model, keep_saved_detach=self.keep_saved_detach)
+        gm = trace_training_forward(self.model, keep_saved_detach=self.keep_saved_detach,
+                                    opaque_pairs=self.mode != "traced")
         if self.mode == "traced":
             self._fn = gm
         else:
