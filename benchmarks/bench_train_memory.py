@@ -4,13 +4,15 @@
     python benchmarks/bench_train_memory.py --frames 16 --modes eager,inductor --attention blocks,pairs
     python benchmarks/bench_train_memory.py --against 10967f0      # also the code of another commit, interleaved
     python benchmarks/bench_train_memory.py --report benchmarks/results/train_memory.json   # re-render the .md
+    python benchmarks/bench_train_memory.py --modes inductor --against caf4aa2 \
+        --out benchmarks/results/train_memory_compiled.json        # compiled training, before the pair operators
 
 A force loss keeps the graph of every piece of the batch for the double backward, so what the block stage
 saves for its backward decides the step's memory. Each run is a fresh process: the CLI's ``small`` preset
 (float64), statistics fitted, one warm-up step on 2 frames, then one step (``TrainingForward``: forward with
-``create_graph``, loss ``sum E + sum F^2``, ``backward``) on ``--frames`` EMT demo frames; the peak RSS
-(``VmHWM``) after it and its wall time. The step on the big batch is the first with its shapes, so in the
-compiled modes its time includes compiling. Runs of every code and layout are interleaved.
+``create_graph``, loss ``sum E + sum F^2``, ``backward``), then two steps on ``--frames`` EMT demo frames;
+the peak RSS (``VmHWM``) after them (in the compiled modes it includes compiling) and the second step's wall
+time. Runs of every code and layout are interleaved.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def one_run(attention: str, mode: str, frames: int) -> dict:
     step(cache.batch(np.arange(2)))
     batch = cache.batch(np.arange(frames))
     before = rss_kib("VmHWM")
+    step(batch)  # the first step with the batch's shapes (the compiled modes may compile again)
     t0 = time.perf_counter()
     step(batch)
     seconds = time.perf_counter() - t0

@@ -26,13 +26,15 @@ value rows are temporaries of one piece of centers, never of the whole system:
 * ``.pt2`` packages run their block program on such pieces (:mod:`graphdesc.export.stages`);
 * the gathered rows are not saved for the backward either: the logits, the gate
   and the weighted values are :func:`~graphdesc._backend.pair_dot` and
-  :func:`~graphdesc._backend.pair_spread`, which keep only their inputs in eager
-  torch. A force-loss training step keeps every piece's graph, so saved gathered
-  rows would add up to the whole batch's.
+  :func:`~graphdesc._backend.pair_spread`, torch operators that gather in chunks
+  and keep only their inputs. A force-loss training step keeps every piece's
+  graph, so saved gathered rows would add up to the whole batch's;
+* a traced program of the compact layout (``torch.compile`` of a whole training
+  step, :mod:`graphdesc.train.compiled`) has no loop over a data-dependent
+  number of pieces: the batch is one piece, and the two products enter its trace
+  as those operators, one opaque node each, which gather chunk by chunk.
 
-The exception is a traced program of the compact layout (``torch.compile`` of a
-whole training step, :mod:`graphdesc.train.compiled`), which has no loop over a
-data-dependent number of pieces: there the batch is one piece. The contraction
+The contraction
 ``sum_j G_j (x) rows_j`` is a ``segment_sum`` over each center's edge rows.
 
 Nothing here shares code with the block path's attention (batched matmuls on
