@@ -9,8 +9,8 @@
 
 A force loss keeps the graph of every piece of the batch for the double backward, so what the block stage
 saves for its backward decides the step's memory. Each run is a fresh process: the CLI's ``small`` preset
-(float64), statistics fitted, one warm-up step on 2 frames, then one step (``TrainingForward``: forward with
-``create_graph``, loss ``sum E + sum F^2``, ``backward``), then two steps on ``--frames`` EMT demo frames;
+(float64), statistics fitted, one warm-up step on 2 frames, then two steps on ``--frames`` EMT demo frames
+(a step is ``TrainingForward``: forward with ``create_graph``, loss ``sum E + sum F^2``, ``backward``);
 the peak RSS (``VmHWM``) after them (in the compiled modes it includes compiling) and the second step's wall
 time. Runs of every code and layout are interleaved.
 """

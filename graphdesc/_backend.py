@@ -302,7 +302,7 @@ def pair_dot(a, b, i, j):
     :func:`opaque_pair_ops` (compiled training), since an exported package must not depend on it; elsewhere
     (numpy, jax, traced programs) the same formula in plain ops.
     """
-    if backend_name(a) == "torch" and (_OPAQUE_PAIRS or not is_traced(a)):
+    if _pair_operators(a):
         return _torch_pairs().pair_dot(a, b, i, j)
     return _pair_dot(a, b, i, j)
 
@@ -315,9 +315,15 @@ def pair_spread(w, b, i, j, num_rows):
     :func:`pair_dot`. As :func:`pair_dot`, a chunked torch operator that saves only its inputs; the two are
     closed under differentiation (each one's derivatives are calls of the two).
     """
-    if backend_name(w) == "torch" and (_OPAQUE_PAIRS or not is_traced(w)):
+    if _pair_operators(w):
         return _torch_pairs().pair_spread(w, b, i, j, num_rows)
     return _pair_spread(w, b, i, j, num_rows)
+
+
+def _pair_operators(x) -> bool:
+    """Whether :func:`pair_dot` and :func:`pair_spread` run as graphdesc's torch operators for ``x``: torch,
+    and eager or inside :func:`opaque_pair_ops`."""
+    return backend_name(x) == "torch" and (_OPAQUE_PAIRS or not is_traced(x))
 
 
 def _pair_dot(a, b, i, j):
