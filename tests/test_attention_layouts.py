@@ -86,7 +86,7 @@ def test_folded_smooth_attention_equals_the_masked_layer(monkeypatch, config_nam
     """The folded smooth-attention layer (switches in the logit matmul, empty keys as phantoms, one extra
     key for the rest, an unmasked softmax) gives the masked layer's descriptor, gradient and second
     derivative with sel above the widest block (extra phantoms), equal to it (no extra key) and below it
-    (``sel - deg < 0``: the masked layer runs, as the rule says)."""
+    (``sel - width < 0``: a signed phantom term in the denominator)."""
     import torch
 
     import graphdesc.descriptor.graph_path as gp
@@ -112,20 +112,20 @@ def test_folded_smooth_attention_equals_the_masked_layer(monkeypatch, config_nam
     want = run(False)
     assert not folded_calls
     got = run(True)
-    assert len(folded_calls) == (0 if sel == "below" else config.attn_layer), folded_calls
+    assert len(folded_calls) == config.attn_layer, folded_calls
     assert np.abs(want[2]).max() > 0
     for name, x, y in zip(("descriptor", "gradient", "second derivative"), got, want):
         np.testing.assert_allclose(x, y, rtol=0, atol=TOL * max(1.0, np.abs(y).max()), err_msg=name)
 
 
 def test_folded_layer_runs_where_it_applies():
-    """folded_phantoms: sel - width for smooth attention with width <= sel, else None (the masked layer)."""
+    """folded_phantoms: sel - width, of any sign, for smooth attention, else None (the masked layer)."""
     import graphdesc.descriptor.graph_path as gp
 
     smooth, rough = make_config("default"), make_config("rough_twoside_1layer")
     assert gp.folded_phantoms(smooth, smooth.sel - 5) == 5
     assert gp.folded_phantoms(smooth, smooth.sel) == 0
-    assert gp.folded_phantoms(smooth, smooth.sel + 1) is None
+    assert gp.folded_phantoms(smooth, smooth.sel + 1) == -1
     assert gp.folded_phantoms(rough, 3) is None
 
 
@@ -366,3 +366,31 @@ def test_accelerator_budget_cuts_ragged_pieces_only(monkeypatch):
     for attention in ("pairs", "buckets"):
         _, parts = gp.center_inputs(params, config, g, a, attention=attention)
         assert len(gp.center_pieces(parts, config, attention)) > 2, attention
+
+
+@pytest.mark.parametrize("sel_minus_width", [4, 0, -3, -40])
+def test_signed_softmax_follows_the_masked_rule(sel_minus_width):
+    """The folded layer's signed softmax (every key finite, empty keys of logit 0 counted as phantoms, ``sel -
+    width`` more of any sign) gives masked_softmax's weights on the real query-key pairs, with its rule where
+    the phantoms would make a denominator <= 0 (-40 reaches it: that branch is checked to run)."""
+    import torch
+
+    import graphdesc.descriptor.graph_path as gp
+    from graphdesc.segment import masked_softmax
+
+    rng = np.random.default_rng(3)
+    c, width = 6, 9
+    deg = np.array([0, 1, 4, 9, 9, 7])
+    valid = torch.as_tensor(np.arange(width)[None, :] < deg[:, None])
+    pair = valid[:, :, None] & valid[:, None, :]
+    logits = torch.as_tensor(rng.normal(0, 2, (c, width, width)))
+    folded = torch.where(valid[:, None, :], logits, torch.zeros_like(logits))  # an empty key's logit is 0
+    count = torch.full((1, 1, 1), float(sel_minus_width), dtype=torch.float64)
+    empty = (width - valid.sum(1).double())[:, None, None]
+    got = gp._signed_softmax(folded, count, empty) * pair
+    want = masked_softmax(logits, pair, phantom_count=(width + sel_minus_width) - valid.sum(1).double()[:, None, None],
+                          phantom_logit=0.0)
+    # a few ulps: the empty keys' terms are summed in, then subtracted where the phantoms are dropped
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-14 * max(1.0, float(want.abs().max())))
+    dropped = (folded.exp().sum(-1, keepdim=True) + sel_minus_width <= 0) & (valid.any(1)[:, None, None])
+    assert bool(dropped.any()) == (sel_minus_width == -40)

@@ -328,7 +328,7 @@ def _center_stage(params, config: DPA1Config, g, rows, sw, valid, u=None, *, wan
             for lp in params["attention"]:
                 g = _attention_layer(lp, config, g, valid, *pair_terms)
         else:
-            folded = _folded_terms(config, sw, u, count)
+            folded = _folded_terms(config, sw, u, valid, count)
             for lp in params["attention"]:
                 g = _folded_attention_layer(lp, config, g, valid, sw, *folded)
     total = xp.sum(xp.where(valid[..., None], g, xp.zeros_like(g)), axis=1) if want_sum else None
@@ -510,54 +510,83 @@ def _attention_out(lp, config: DPA1Config, g, w, v):
 
 
 def folded_phantoms(config: DPA1Config, width):
-    """``sel - width``, the count of extra phantom keys of :func:`_folded_attention_layer` on blocks ``width``
-    wide; None where that layer does not apply and the masked one runs: without smooth attention (an empty
-    key's logit is then not 0), for a symbolic width (traced programs; inductor fuses the masked layer's passes
-    there), and for ``width > sel`` (a negative count, which only the masked softmax's rule handles)."""
-    if not config.smooth_type_embedding or B.is_symbolic_int(width) or width > config.sel:
+    """``sel - width``, the signed count of extra phantom keys of :func:`_folded_attention_layer` on blocks
+    ``width`` wide (an int, or a symbolic size in traced programs); None without smooth attention, where an
+    empty key's logit is not 0 and the masked layer runs."""
+    if not config.smooth_type_embedding:
         return None
     return config.sel - width
 
 
-def _folded_terms(config: DPA1Config, sw, u, count: int):
+def _folded_terms(config: DPA1Config, sw, u, valid, count):
     """The layer-independent terms of :func:`_folded_attention_layer` on a chunk, ``(post, q_cols, k_cols,
-    phantom)``: ``post = sw_m sw_n (u_m . u_n)`` ``(C, width, width)`` as one matmul, ``sw_m sw_n`` without
-    ``attn_dotr``; the columns appended to the scaled ``q`` and ``k``, ``[20 sw, 1]`` and ``[sw, 0]``; the extra
-    key row ``(C, 1, H + 2)``, 0 but for ``log(count)`` in its last column. With ``count == 0`` there is no
-    extra key (a finite stand-in for ``log 0`` could outweigh very negative real logits), and the columns are
-    ``[20 sw]`` and ``[sw]``."""
+    extra)``: ``post = sw_m sw_n (u_m . u_n)`` ``(C, width, width)`` as one matmul, ``sw_m sw_n`` without
+    ``attn_dotr``; the columns appended to the scaled ``q`` and ``k``; and how the ``count`` extra phantoms
+    enter the softmax:
+
+    * ``count == 0``: no extra phantom (``extra`` None), columns ``[20 sw]`` and ``[sw]``;
+    * ``count > 0`` (an int): one extra key row ``(C, 1, H + 2)``, 0 but for ``log(count)`` in its last
+      column, and columns ``[20 sw, 1]``, ``[sw, 0]``; one fused softmax then counts them. (A finite stand-in
+      for ``log 0`` could outweigh very negative real logits, hence no such row for 0.)
+    * ``count < 0`` or symbolic (traced programs): ``extra = (count (1, 1, 1), empty (C, 1, 1))``, the signed
+      count and each center's empty keys, for :func:`_signed_softmax`; columns ``[20 sw]`` and ``[sw]``."""
     xp = B.namespace(sw)
     a = sw * u if config.attn_dotr else sw
     post = a @ _transpose(a)
+    q_cols, k_cols = [SMOOTH_SHIFT * sw], [sw]
+    if B.is_symbolic_int(count) or count < 0:
+        signed = xp.full((1, 1, 1), count, dtype=sw.dtype, device=B.device(sw))
+        empty = sw.shape[1] - xp.sum(xp.astype(valid, sw.dtype), axis=1)[:, None, None]  # (C, 1, 1)
+        return post, q_cols, k_cols, (signed, empty)
     if not count:
-        return post, [SMOOTH_SHIFT * sw], [sw], None
+        return post, q_cols, k_cols, None
     ones, zeros = xp.ones_like(sw), xp.zeros_like(sw)
     logit = xp.full((sw.shape[0], 1, 1), math.log(count), dtype=sw.dtype, device=B.device(sw))
     phantom = xp.concat([xp.zeros((sw.shape[0], 1, config.attn + 1), dtype=sw.dtype, device=B.device(sw)), logit],
                         axis=-1)
-    return post, [SMOOTH_SHIFT * sw, ones], [sw, zeros], phantom
+    return post, [*q_cols, ones], [*k_cols, zeros], phantom
 
 
-def _folded_attention_layer(lp, config: DPA1Config, g, valid, sw, post, q_cols, k_cols, phantom):
-    """:func:`_attention_layer` with smooth attention and ``width <= sel``: the same numbers with no mask, in
-    fewer full-size passes (:func:`folded_phantoms` says where it runs).
+def _folded_attention_layer(lp, config: DPA1Config, g, valid, sw, post, q_cols, k_cols, extra):
+    """:func:`_attention_layer` with smooth attention: the same numbers with no mask, in fewer full-size
+    passes (:func:`folded_phantoms` says where it runs).
 
     The switches fold into the logit matmul: ``(q_m . k_n + 20) sw_m sw_n = [sw_m q_m, 20 sw_m, 1] . [sw_n k_n,
     sw_n, 0]``. An empty key row is all 0, so its logit is exactly 0, a phantom's: a center's ``width - deg``
-    empty keys stand for as many of its ``sel - deg`` phantoms, and one extra key row ``[0, ..., 0,
-    log(sel - width)]`` (logit ``log(sel - width)``, i.e. that many phantoms of logit 0) for the rest (none
-    when ``width == sel``). One fused softmax per row then gives the weights; an empty key's weight dies in
-    ``post`` (``sw_n = 0``), and so does an empty query's row (``sw_m = 0``), as in the masked layer.
+    empty keys stand for as many of its ``sel - deg`` phantoms, and the ``sel - width`` others enter as
+    :func:`_folded_terms` says (an extra key of logit ``log(sel - width)``, or a signed term of the
+    denominator). An empty key's weight dies in ``post`` (``sw_n = 0``), and so does an empty query's row
+    (``sw_m = 0``), as in the masked layer.
     """
     xp = B.namespace(g)
     q, k, v = _projections(lp, config, g, valid, config.alpha * sw, sw)
-    q, k = xp.concat([q, *q_cols], axis=-1), xp.concat([k, *k_cols], axis=-1)  # (N, width, H + 2)
-    if phantom is None:
+    q, k = xp.concat([q, *q_cols], axis=-1), xp.concat([k, *k_cols], axis=-1)  # (N, width, H + 1 or H + 2)
+    if extra is None:
         w = B.softmax(q @ _transpose(k))  # (N, width, width)
+    elif isinstance(extra, tuple):
+        w = _signed_softmax(q @ _transpose(k), *extra)
     else:
-        k = xp.concat([k, phantom], axis=1)  # (N, width + 1, H + 2)
+        k = xp.concat([k, extra], axis=1)  # (N, width + 1, H + 2)
         w = B.softmax(q @ _transpose(k))[:, :, : g.shape[1]]
     return _attention_out(lp, config, g, w * post, v)
+
+
+def _signed_softmax(logits, count, empty):
+    """Softmax over the last axis of ``logits (C, width, width)`` with ``count`` (``(1, 1, 1)``, any sign) more
+    phantom keys of logit 0 in each row's denominator: :func:`~graphdesc.segment.masked_softmax`'s rule on
+    the folded logits, where every key is finite and a row's ``empty (C, 1, 1)`` empty keys are phantoms
+    already. Where the phantoms would make a denominator ``<= 0`` they are dropped, the empty keys too (the
+    masked rule keeps the real keys only), and a row with no real key gets 1."""
+    xp = B.namespace(logits)
+    top = xp.max(B.stop_gradient(logits), axis=-1, keepdims=True)
+    top = xp.where(count > 0, xp.maximum(top, xp.zeros_like(top)), top)
+    e = xp.exp(logits - top)
+    denom = xp.sum(e, axis=-1, keepdims=True)
+    phantom = xp.exp(-top)  # one phantom's term
+    with_phantoms = denom + count * phantom
+    real = denom - empty * phantom
+    denom = xp.where(with_phantoms > 0, with_phantoms, xp.where(real > 0, real, xp.ones_like(real)))
+    return e * (1.0 / denom)
 
 
 def _deepmd_pad(params, config: DPA1Config, graph, atype, table):
