@@ -122,6 +122,17 @@ def git_head() -> str:
     return head + ("+changes" if dirty else "")
 
 
+def run_header(script: str, argv, threads: int) -> dict:
+    """What a torch benchmark's result records first: the command, the code, its threads, torch's version, the
+    date and the load at the start."""
+    import datetime
+
+    import torch
+
+    return dict(command=command_line(script, argv), code=git_head(), threads=threads, torch=torch.__version__,
+                date=datetime.date.today().isoformat(), load=round(os.getloadavg()[0], 1))
+
+
 def sized_run_args(parser, out_name: str, cells: str) -> None:
     """The options of a benchmark over cell counts of bench_dpa1's structures: ``--cells``, ``--threads``,
     ``--cache`` (bench_dpa1's model cache), ``--out`` (default ``results/OUT_NAME``) and ``--report``."""

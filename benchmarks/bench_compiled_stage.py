@@ -15,14 +15,13 @@ in one process; the first compiled call includes the compile. Forces are compare
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import pickle
 import statistics
 import sys
 import time
 
-from _timing import command_line, git_head, save_results, start_sized_run, sized_run_args
+from _timing import run_header, save_results, sized_run_args, start_sized_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = ("eager", "compiled, static shapes", "compiled, dynamic shapes")
@@ -107,11 +106,7 @@ def main(argv=None) -> int:
     if started is None:
         return 0
     args, cells = started
-    import torch
-
-    result = dict(command=command_line("bench_compiled_stage.py", argv), code=git_head(), threads=args.threads,
-                  torch=torch.__version__, date=datetime.date.today().isoformat(),
-                  load=round(os.getloadavg()[0], 1), points=[])
+    result = dict(run_header("bench_compiled_stage.py", argv, args.threads), points=[])
     for c in cells:
         result["points"].append(measure(args.system, c, args.precision, args.cache, args.rounds))
         print(markdown(result).splitlines()[-1], flush=True)

@@ -22,14 +22,13 @@ outputs are apart (forces, or energy/force/virial for the training forward).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import pickle
 import statistics
 import sys
 import time
 
-from _timing import command_line, git_head, save_results, sized_run_args, start_sized_run
+from _timing import run_header, save_results, sized_run_args, start_sized_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = ("fold", "masked")
@@ -172,9 +171,7 @@ def main(argv=None) -> int:
 
     from bench_dpa1 import _device_name
 
-    result = dict(command=command_line("bench_fold.py", argv), code=git_head(), threads=args.threads,
-                  torch=torch.__version__, cpu=_device_name(torch.device("cpu")),
-                  date=datetime.date.today().isoformat(), load=round(os.getloadavg()[0], 1), rows=[])
+    result = dict(run_header("bench_fold.py", argv, args.threads), cpu=_device_name(torch.device("cpu")), rows=[])
     result["rows"] += packages(cells, args.cache, args.rounds) if cells else []
     if args.steps:
         result["rows"].append(training_step(args.steps))

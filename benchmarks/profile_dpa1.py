@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
 import os
 import pickle
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (command_line, git_head, median_time, save_results, start_sized_run,  # noqa: E402
-                     sized_run_args)
+from _timing import median_time, run_header, save_results, sized_run_args, start_sized_run  # noqa: E402
 from bench_dpa1 import RCUT, SYSTEMS, make_model, system_positions  # noqa: E402
 
 GROUPS = {  # op name -> group; ops not listed are elementwise (aten::) or engine/dispatch (anything else)
@@ -127,11 +125,7 @@ def main(argv=None) -> int:
     if started is None:
         return 0
     args, cells = started
-    import torch
-
-    result = dict(command=command_line("profile_dpa1.py", argv), code=git_head(), system=args.system,
-                  precision=args.precision, threads=args.threads, torch=torch.__version__,
-                  date=datetime.date.today().isoformat(), load=round(os.getloadavg()[0], 1),
+    result = dict(run_header("profile_dpa1.py", argv, args.threads), system=args.system, precision=args.precision,
                   columns=[profile_call(args.system, c, args.precision, args.cache) for c in cells])
     print(markdown(result))
     save_results(result, args.out, markdown)

@@ -142,7 +142,8 @@ RENDERED = {"dpa1_cpu": "bench_dpa1", "pt2_cpu": "bench_dpa1", "dpa1_uneven": "b
             "dpa1_cpu_now": "bench_dpa1", "shared_cpu_recheck": "bench_shared_cpu",
             "profile_dpa1_before": "profile_dpa1", "dpa1_fold": "bench_dpa1",
             "compiled_stage": "bench_compiled_stage", "jit_memory": "bench_jit_memory",
-            "train_memory": "bench_train_memory", "train_memory_compiled": "bench_train_memory"}
+            "train_memory": "bench_train_memory", "train_memory_compiled": "bench_train_memory",
+            "fold_traced": "bench_fold"}
 
 
 def _blocks(text: str):
