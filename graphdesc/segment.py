@@ -158,7 +158,8 @@ def segment_softmax(
     phantom = None
     if phantom_count is not None:
         like = logits[:1]  # (1, *F): the rank of the (S, *F) per-segment arrays
-        phantom = (_check_phantom(xp, phantom_count, num_segments, like), _per_segment(xp, phantom_logit, like))
+        phantom = (_check_phantom(xp, phantom_count, num_segments, like), _per_segment(xp, phantom_logit, like),
+                   None)
     return _softmax(
         xp, logits, valid, phantom,
         reduce_max=lambda x: B.scatter_max(x, segment_ids, num_segments),
@@ -167,7 +168,7 @@ def segment_softmax(
     )
 
 
-def masked_softmax(logits, mask, *, phantom_count=None, phantom_logit=0.0):
+def masked_softmax(logits, mask, *, phantom_count=None, phantom_logit=0.0, held_phantoms=None):
     """Softmax over the last axis, mask-safe: the dense sibling of :func:`segment_softmax`.
 
     Same formula and rules (masked entries get exactly 0 and no gradient,
@@ -179,6 +180,10 @@ def masked_softmax(logits, mask, *, phantom_count=None, phantom_logit=0.0):
         mask: ``(..., K)`` bool (broadcastable), True for real entries.
         phantom_count: optional count per row, broadcastable to ``(..., 1)``.
         phantom_logit: scalar phantom logit ``p``.
+        held_phantoms: with ``phantom_count``, an optional count per row, broadcastable to ``(..., 1)``, of
+            entries that are phantoms already (unmasked entries of logit exactly ``p``, e.g. the folded
+            attention's empty keys): they count as entries, and where the phantom terms are dropped they are
+            dropped too.
 
     Returns:
         ``(..., K)`` weights.
@@ -187,8 +192,10 @@ def masked_softmax(logits, mask, *, phantom_count=None, phantom_logit=0.0):
     check_float("logits", logits)
     phantom = None
     if phantom_count is not None:
-        count = xp.asarray(phantom_count, dtype=logits.dtype, device=B.device(logits))
-        phantom = (count, xp.asarray(phantom_logit, dtype=logits.dtype, device=B.device(logits)))
+        count, p = (xp.asarray(v, dtype=logits.dtype, device=B.device(logits)) for v in (phantom_count, phantom_logit))
+        held = None if held_phantoms is None else xp.asarray(held_phantoms, dtype=logits.dtype,
+                                                             device=B.device(logits))
+        phantom = (count, p, held)
     return _softmax(
         xp, logits, mask, phantom,
         reduce_max=lambda x: xp.max(x, axis=-1, keepdims=True),
@@ -201,8 +208,8 @@ def _softmax(xp, logits, valid, phantom, *, reduce_max, reduce_sum, spread):
     """The softmax formula, shared by the segment and dense layouts.
 
     ``reduce_*`` map entries to their groups (rows/segments), ``spread`` maps
-    per-group values back onto the entries; ``phantom`` is ``(count, logit)``
-    per group, or None.
+    per-group values back onto the entries; ``phantom`` is ``(count, logit, held)``
+    per group (``held``: phantoms among the entries already, or None), or None.
     """
     frozen = _masked(xp, valid, B.stop_gradient(logits), -math.inf)
     top = reduce_max(frozen)  # -inf where empty
@@ -216,8 +223,10 @@ def _softmax(xp, logits, valid, phantom, *, reduce_max, reduce_sum, spread):
     e = _masked(xp, valid, xp.exp(shifted), 0.0)
     denom = reduce_sum(e)
     if phantom is not None:
-        with_phantoms = denom + count * xp.exp(p - top)
-        denom = xp.where(with_phantoms > 0, with_phantoms, denom)
+        one = xp.exp(p - top)  # one phantom's term
+        with_phantoms = denom + count * one
+        without = denom if phantom[2] is None else denom - phantom[2] * one
+        denom = xp.where(with_phantoms > 0, with_phantoms, without)
     denom = xp.where(denom > 0, denom, xp.ones_like(denom))
     return e * spread(1.0 / denom)
 

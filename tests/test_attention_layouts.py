@@ -369,13 +369,13 @@ def test_accelerator_budget_cuts_ragged_pieces_only(monkeypatch):
 
 
 @pytest.mark.parametrize("sel_minus_width", [4, 0, -3, -40])
-def test_signed_softmax_follows_the_masked_rule(sel_minus_width):
-    """The folded layer's signed softmax (every key finite, empty keys of logit 0 counted as phantoms, ``sel -
-    width`` more of any sign) gives masked_softmax's weights on the real query-key pairs, with its rule where
-    the phantoms would make a denominator <= 0 (-40 reaches it: that branch is checked to run)."""
+def test_held_phantoms_follow_the_masked_rule(sel_minus_width):
+    """The folded layer's softmax in traced programs (no mask: every key finite, empty keys of logit 0 held as
+    phantoms, ``sel - width`` more of any sign) gives the masked softmax's weights on the real query-key pairs,
+    with its rule where the phantoms would make a denominator <= 0 (-40 reaches it: that branch is checked to
+    run)."""
     import torch
 
-    import graphdesc.descriptor.graph_path as gp
     from graphdesc.segment import masked_softmax
 
     rng = np.random.default_rng(3)
@@ -387,7 +387,7 @@ def test_signed_softmax_follows_the_masked_rule(sel_minus_width):
     folded = torch.where(valid[:, None, :], logits, torch.zeros_like(logits))  # an empty key's logit is 0
     count = torch.full((1, 1, 1), float(sel_minus_width), dtype=torch.float64)
     empty = (width - valid.sum(1).double())[:, None, None]
-    got = gp._signed_softmax(folded, count, empty) * pair
+    got = masked_softmax(folded, None, phantom_count=count, phantom_logit=0.0, held_phantoms=empty) * pair
     want = masked_softmax(logits, pair, phantom_count=(width + sel_minus_width) - valid.sum(1).double()[:, None, None],
                           phantom_logit=0.0)
     # a few ulps: the empty keys' terms are summed in, then subtracted where the phantoms are dropped

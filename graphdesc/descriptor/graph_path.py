@@ -529,7 +529,8 @@ def _folded_terms(config: DPA1Config, sw, u, valid, count):
       column, and columns ``[20 sw, 1]``, ``[sw, 0]``; one fused softmax then counts them. (A finite stand-in
       for ``log 0`` could outweigh very negative real logits, hence no such row for 0.)
     * ``count < 0`` or symbolic (traced programs): ``extra = (count (1, 1, 1), empty (C, 1, 1))``, the signed
-      count and each center's empty keys, for :func:`_signed_softmax`; columns ``[20 sw]`` and ``[sw]``."""
+      count and each center's empty keys, for :func:`~graphdesc.segment.masked_softmax` with no mask and the
+      empty keys as ``held_phantoms``; columns ``[20 sw]`` and ``[sw]``."""
     xp = B.namespace(sw)
     a = sw * u if config.attn_dotr else sw
     post = a @ _transpose(a)
@@ -563,30 +564,13 @@ def _folded_attention_layer(lp, config: DPA1Config, g, valid, sw, post, q_cols, 
     q, k = xp.concat([q, *q_cols], axis=-1), xp.concat([k, *k_cols], axis=-1)  # (N, width, H + 1 or H + 2)
     if extra is None:
         w = B.softmax(q @ _transpose(k))  # (N, width, width)
-    elif isinstance(extra, tuple):
-        w = _signed_softmax(q @ _transpose(k), *extra)
+    elif isinstance(extra, tuple):  # the empty keys are phantoms already: dropped with the others
+        count, empty = extra
+        w = masked_softmax(q @ _transpose(k), None, phantom_count=count, phantom_logit=0.0, held_phantoms=empty)
     else:
         k = xp.concat([k, extra], axis=1)  # (N, width + 1, H + 2)
         w = B.softmax(q @ _transpose(k))[:, :, : g.shape[1]]
     return _attention_out(lp, config, g, w * post, v)
-
-
-def _signed_softmax(logits, count, empty):
-    """Softmax over the last axis of ``logits (C, width, width)`` with ``count`` (``(1, 1, 1)``, any sign) more
-    phantom keys of logit 0 in each row's denominator: :func:`~graphdesc.segment.masked_softmax`'s rule on
-    the folded logits, where every key is finite and a row's ``empty (C, 1, 1)`` empty keys are phantoms
-    already. Where the phantoms would make a denominator ``<= 0`` they are dropped, the empty keys too (the
-    masked rule keeps the real keys only), and a row with no real key gets 1."""
-    xp = B.namespace(logits)
-    top = xp.max(B.stop_gradient(logits), axis=-1, keepdims=True)
-    top = xp.where(count > 0, xp.maximum(top, xp.zeros_like(top)), top)
-    e = xp.exp(logits - top)
-    denom = xp.sum(e, axis=-1, keepdims=True)
-    phantom = xp.exp(-top)  # one phantom's term
-    with_phantoms = denom + count * phantom
-    real = denom - empty * phantom
-    denom = xp.where(with_phantoms > 0, with_phantoms, xp.where(real > 0, real, xp.ones_like(real)))
-    return e * (1.0 / denom)
 
 
 def _deepmd_pad(params, config: DPA1Config, graph, atype, table):
