@@ -33,6 +33,8 @@ __all__ = [
     "on_cpu",
     "split_rows",
     "softmax",
+    "affine",
+    "layer_norm",
     "map_stacked",
     "pair_dot",
     "pair_spread",
@@ -287,6 +289,36 @@ def softmax(x):
 
     e = np.exp(x - np.max(x, axis=-1, keepdims=True))
     return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def affine(x, w, b=None):
+    """``x @ w + b``: ``(..., n_in) -> (..., n_out)`` for ``w (n_in, n_out)``, ``b (n_out,)`` or None.
+
+    torch: one ``addmm`` (the bias is the GEMM's ``C``), not a product and a separate pass adding the bias
+    (fp64 energy+force of 32-atom fcc Cu, eager: 1.05-1.07x, neutral at 256 atoms); elsewhere the formula."""
+    if backend_name(x) == "torch":
+        import torch
+
+        return torch.nn.functional.linear(x, w.T, b)
+    y = x @ w
+    return y if b is None else y + b
+
+
+def layer_norm(x, weight, bias, eps: float):
+    """LayerNorm over the last axis with population variance, ``(..., C) -> (..., C)``; ``weight``, ``bias (C,)``.
+
+    torch: its fused kernel, one pass forward and one backward, twice differentiable (fp64 energy+force
+    of fcc Cu, eager: 1.07-1.19x over the formula); elsewhere the array-API formula, scaled by the
+    reciprocal (a broadcast multiply's backward is two passes, a divide's four)."""
+    if backend_name(x) == "torch":
+        import torch
+
+        return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+    xp = namespace(x)
+    mean = xp.mean(x, axis=-1, keepdims=True)
+    centered = x - mean
+    var = xp.mean(centered * centered, axis=-1, keepdims=True)
+    return centered * (1.0 / xp.sqrt(var + eps)) * weight + bias
 
 
 def pair_dot(a, b, i, j):

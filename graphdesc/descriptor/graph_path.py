@@ -496,7 +496,7 @@ def _projections(lp, config: DPA1Config, g, valid, q_scale, k_scale=None):
     h = config.attn
     # three projections from column blocks of in_w: slicing one (N, width, 3H) product
     # would cost a zero-filled (N, width, 3H) gradient buffer per slice in the backward
-    q, k, v = (g @ lp["in_w"][:, i * h : (i + 1) * h] + lp["in_b"][i * h : (i + 1) * h] for i in range(3))
+    q, k, v = (B.affine(g, lp["in_w"][:, i * h : (i + 1) * h], lp["in_b"][i * h : (i + 1) * h]) for i in range(3))
     if config.normalize:  # the scales folded into the rows' normalization
         k_scale = 1.0 if k_scale is None else k_scale
         return unit_rows(q, valid, q_scale), unit_rows(k, valid, k_scale), unit_rows(v, valid)

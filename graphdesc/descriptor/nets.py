@@ -43,10 +43,7 @@ def layer(params: dict, x, act: str, *, resnet: bool):
     """One ``NativeLayer``: ``(..., n_in) -> (..., n_out)``."""
     xp = B.namespace(x)
     w = params["w"]
-    y = x @ w
-    if params.get("b") is not None:
-        y = y + params["b"]
-    y = activation(act, y)
+    y = activation(act, B.affine(x, w, params.get("b")))
     if params.get("idt") is not None:
         y = y * params["idt"]
     if resnet:
@@ -66,13 +63,9 @@ def embedding_net(layers: list, x, act: str):
 
 
 def layer_norm(x, weight, bias, eps: float):
-    """LayerNorm over the last axis, population variance: ``(..., C) -> (..., C)``."""
-    xp = B.namespace(x)
-    mean = xp.mean(x, axis=-1, keepdims=True)
-    centered = x - mean
-    var = xp.mean(centered * centered, axis=-1, keepdims=True)
-    # scale by the reciprocal: a broadcast multiply's backward is two passes, a divide's four
-    return centered * (1.0 / xp.sqrt(var + eps)) * weight + bias
+    """LayerNorm over the last axis, population variance: ``(..., C) -> (..., C)``
+    (:func:`graphdesc._backend.layer_norm`: torch's fused kernel, elsewhere the formula)."""
+    return B.layer_norm(x, weight, bias, eps)
 
 
 def unit_rows(x, mask, scale: float = 1.0):

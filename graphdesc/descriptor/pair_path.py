@@ -142,7 +142,7 @@ def _attention_layer(lp, config: DPA1Config, g, valid, pairs):
     """One gated self-attention layer with residual and LayerNorm on edge rows: ``(R, ng) -> (R, ng)``."""
     query, key, pair_mask, sw_pair, phantoms, post = pairs
     h = config.attn
-    q, k, v = (g @ lp["in_w"][:, i * h : (i + 1) * h] + lp["in_b"][i * h : (i + 1) * h] for i in range(3))
+    q, k, v = (B.affine(g, lp["in_w"][:, i * h : (i + 1) * h], lp["in_b"][i * h : (i + 1) * h]) for i in range(3))
     if config.normalize:
         q, k, v = unit_rows(q, valid, config.alpha), unit_rows(k, valid), unit_rows(v, valid)
     else:
