@@ -294,9 +294,10 @@ def softmax(x):
 def affine(x, w, b=None):
     """``x @ w + b``: ``(..., n_in) -> (..., n_out)`` for ``w (n_in, n_out)``, ``b (n_out,)`` or None.
 
-    torch: one ``addmm`` (the bias is the GEMM's ``C``), not a product and a separate pass adding the bias
-    (fp64 energy+force of 32-atom fcc Cu, eager: 1.05-1.07x, neutral at 256 atoms); elsewhere the formula."""
-    if backend_name(x) == "torch":
+    Eager torch: one ``addmm`` (the bias is the GEMM's ``C``), not a product and a separate pass adding the
+    bias (fp64 energy+force of 32-atom fcc Cu: 1.05-1.07x, neutral at 256 atoms); elsewhere, traced torch
+    programs included (inductor fuses the bias into what follows), the formula."""
+    if backend_name(x) == "torch" and not is_traced(x):
         import torch
 
         return torch.nn.functional.linear(x, w.T, b)
@@ -307,10 +308,11 @@ def affine(x, w, b=None):
 def layer_norm(x, weight, bias, eps: float):
     """LayerNorm over the last axis with population variance, ``(..., C) -> (..., C)``; ``weight``, ``bias (C,)``.
 
-    torch: its fused kernel, one pass forward and one backward, twice differentiable (fp64 energy+force
-    of fcc Cu, eager: 1.07-1.19x over the formula); elsewhere the array-API formula, scaled by the
-    reciprocal (a broadcast multiply's backward is two passes, a divide's four)."""
-    if backend_name(x) == "torch":
+    Eager torch: its fused kernel, one pass forward and one backward, twice differentiable (fp64
+    energy+force of fcc Cu: 1.07-1.19x over the formula). Elsewhere, traced torch programs included (inductor
+    fuses the formula's passes itself), the array-API formula, scaled by the reciprocal (a broadcast
+    multiply's backward is two passes, a divide's four)."""
+    if backend_name(x) == "torch" and not is_traced(x):
         import torch
 
         return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
