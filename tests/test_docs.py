@@ -143,7 +143,7 @@ RENDERED = {"dpa1_cpu": "bench_dpa1", "pt2_cpu": "bench_dpa1", "dpa1_uneven": "b
             "profile_dpa1_before": "profile_dpa1", "dpa1_fold": "bench_dpa1",
             "compiled_stage": "bench_compiled_stage", "jit_memory": "bench_jit_memory",
             "train_memory": "bench_train_memory", "train_memory_compiled": "bench_train_memory",
-            "fold_traced": "bench_fold"}
+            "fold_traced": "bench_fold", "dpa1_native": "bench_dpa1", "train_step_native": "bench_train_step"}
 
 
 def _blocks(text: str):
