@@ -43,3 +43,22 @@ def package64(model64, tmp_path_factory):
     out = tmp_path_factory.mktemp("pt2") / "model.pt2"
     assert main(["export", str(model64[1]), "-o", str(out)]) == 0
     return load_package(out)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The README's demo training, shorter (48 frames, 150 steps), and its best model exported through the CLI:
+    ``(folder, printed output)``, the folder holding ``history.json``, ``best.npz``, ``model.pt2``, the data.
+    Trained and compiled once per run, for the training test and the LAMMPS NVE run."""
+    pytest.importorskip("torch")
+    import contextlib
+    import io
+
+    from graphdesc.cli import main
+
+    out, printed = tmp_path_factory.mktemp("demo") / "run", io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", "--demo", "--demo-frames", "48", "--steps", "150", "--lr", "3e-3", "--stop-lr", "1e-4",
+                     "-o", str(out), "--no-progress"]) == 0
+        assert main(["export", str(out / "best.npz"), "-o", str(out / "model.pt2")]) == 0
+    return out, printed.getvalue()

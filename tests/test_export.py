@@ -177,9 +177,9 @@ def test_chunk_size_override_is_checked(package64, monkeypatch):
 @pytest.mark.parametrize("system", ["small_periodic", "ragged_two_frames", "5184_atoms"])
 def test_package_equals_eager_float32(package32, model32_compat, system):
     """The package agrees with eager to 1e-5 of each output's largest entry, or to twice eager's own float32
-    error (against the same model in float64), whichever is larger: eager runs the folded attention layer,
-    the package the masked one, so their rounding differs, and the 5184-atom virial, a sum over ~400,000
-    edges, carries a float32 error of 1.0e-5 of its largest entry in either layer."""
+    error (against the same model in float64), whichever is larger: their rounding differs (eager counts the
+    extra phantoms as one key row, the package as a signed term of each softmax denominator), and the 5184-atom
+    virial, a sum over ~400,000 edges, carries a float32 error of 1.0e-5 of its largest entry in either layer."""
     graph, atype = graph_of(SYSTEMS[system](), dtype=torch.float32)
     got = run_package(package32, graph, atype)
     want = model32_compat(graph, atype)

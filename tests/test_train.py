@@ -409,13 +409,10 @@ def test_cli_doctor(tmp_path, capsys):
 
 
 # -- the demonstration ----------------------------------------------------------------------------------
-def test_demo_training_lowers_force_rmse_and_exports(tmp_path, capsys):
+def test_demo_training_lowers_force_rmse_and_exports(demo_run):
     """The README demo, shorter: validation force RMSE falls >= 3x; the trained model exports to a .pt2
     that reproduces it."""
-    out = tmp_path / "run"
-    assert main(["train", "--demo", "--demo-frames", "48", "--steps", "150", "--lr", "3e-3", "--stop-lr", "1e-4",
-                 "-o", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+    out, printed = demo_run
     rows = json.loads((out / "history.json").read_text())["rows"]
     first, last = rows[0]["val"]["force"], rows[-1]["val"]["force"]
     assert first / last >= 3, (first, last)
@@ -427,7 +424,6 @@ def test_demo_training_lowers_force_rmse_and_exports(tmp_path, capsys):
     best = min(rows, key=lambda r: r["val_loss"])  # best.npz: the lowest validation loss
     assert abs(evaluate(model, val)["force"] - best["val"]["force"]) < 1e-12
 
-    assert main(["export", str(out / "best.npz"), "-o", str(out / "model.pt2")]) == 0
     assert main(["eval", str(out / "model.pt2"), str(out / "val.extxyz"), "--json", str(out / "eval.json")]) == 0
     evaluated = json.loads((out / "eval.json").read_text())
     cache = GraphCache(val, model.config.rcut)

@@ -58,6 +58,12 @@ def thermo_rows(log: str, columns: int) -> np.ndarray:
     return np.array(rows)
 
 
+def train_argv(output, steps: int) -> list:
+    """The ``graphdesc`` arguments with which the demo trains its model: ``steps`` steps into ``output``."""
+    return ["train", "--demo", "--steps", str(steps), "--lr", "3e-3", "--stop-lr", "1e-4", "--pref-v", "0.02", "1",
+            "-o", str(output), "--no-progress"]
+
+
 def run_demo(output, *, model=None, steps: int = 100, train_steps: int = 300, ranks: int = 1,
              temperature: float = 600.0) -> int:
     """Train (or load) a model, export it, build the plugin and run ``steps`` NVE steps; print thermo and drift."""
@@ -68,8 +74,7 @@ def run_demo(output, *, model=None, steps: int = 100, train_steps: int = 300, ra
     out.mkdir(parents=True, exist_ok=True)
     if model is None:
         print(f"training the EMT demo model ({train_steps} steps) ...", flush=True)
-        status = cli(["train", "--demo", "--steps", str(train_steps), "--lr", "3e-3", "--stop-lr", "1e-4",
-                      "--pref-v", "0.02", "1", "-o", str(out / "train"), "--no-progress"])
+        status = cli(train_argv(out / "train", train_steps))
         if status:
             return status
         model = str(out / "train" / "best.npz")
