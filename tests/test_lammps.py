@@ -311,9 +311,9 @@ run 0
 def test_nve_drift_of_a_demo_trained_model(plugin, demo_run, tmp_path, capsys):
     """graphdesc lammps demo on the demo-trained model (the shared ``demo_run``: trained and exported once per
     run): 1,000 NVE steps of 1 fs at 600 K on 108 Cu/Al atoms; the total-energy drift (slope of a linear fit) is
-    printed and must stay below 1 meV/atom/ps. Without ``--model`` the demo trains with :func:`train_argv` and
-    exports with ``graphdesc export``, both checked here against the CLI's parser (the commands themselves
-    run in the training and export tests)."""
+    printed and must stay below 1 meV/atom/ps. Without ``--model`` the demo trains with :func:`train_argv`, whose
+    arguments are checked here against the CLI's parser, and exports with ``graphdesc export`` (both commands run
+    in ``demo_run``)."""
     from graphdesc.cli import build_parser, main
     from graphdesc.lammps.demo import train_argv
 
