@@ -145,7 +145,7 @@ def test_pieces_are_really_cut(monkeypatch):
         pieces = gp.center_pieces(parts, config, attention)
         assert len(pieces) > 2, attention
         assert sum(p["slots"].shape[0] for p in pieces) == len(atype)
-        assert all(p["g"].shape[0] == int(p["slots"].sum()) for p in pieces)
+        assert all(p["x"].shape[0] == int(p["slots"].sum()) for p in pieces)
         if attention == "buckets":  # degree order, so each piece's centers are of one degree range
             slots = parts["slots"].numpy()
             assert np.all(np.diff(slots) >= 0)

@@ -25,10 +25,14 @@ not the frame's first atom's crosses ``rcut``. ``deepmd_compat=True`` adds
 that term back, so DeePMD-kit models give DeePMD-kit's numbers. With
 ``davg = 0`` (fresh models, ``set_davg_zero``) both agree.
 
-Memory: per-pair quantities are scalars only. The embedding runs on the
-edges; then each center's edges are stacked into one block row-set
-``(N, D, ng)`` (``D`` the largest degree, or ``sel`` in the shape-static
-layout) and everything after runs on blocks: attention as batched matmuls
+Memory: per-pair quantities are scalars only. The edge stage computes each
+edge's few input columns (the embedding net's input, the contraction row, the
+switch, the unit vector); those are stacked into per-center blocks
+``(N, D, F)`` (``D`` the largest degree, or ``sel`` in the shape-static
+layout) and everything after runs on blocks, the embedding net included
+(``(N, D, ng)``, a chunk of centers at a time, so its activations stay in
+cache and only ``1 + 2 dt`` columns per edge are stacked and unstacked
+rather than ``ng``): attention as batched matmuls
 with ``(N, D, D)`` block matrices of logits, weights, switches and gates,
 normalized by ``masked_softmax`` over the real keys of each row, and the
 contraction as ``(rows^T @ G)^T``. No pair index list and nothing of shape
@@ -51,7 +55,7 @@ from ..graph.validate import frame_first_node, validate
 from ..segment import masked_softmax, segment_sum
 from .config import SMOOTH_SHIFT, DPA1Config
 from .envmat import env_matrix, normalize_env, unit_angular
-from .nets import embed_neighbors, layer, layer_norm, type_table, unit_rows
+from .nets import embed_neighbors, embed_rows, embedding_input, layer, layer_norm, type_table, unit_rows
 from .pair_path import pair_stage
 from .params import params_dtype
 from .ragged import ATTENTION, EDGE_ROWS, in_node_order, piece_centers, ragged_cuts, ragged_parts
@@ -117,7 +121,8 @@ def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype,
     center, ``L`` rows (the local nodes; ghosts get none, so they cost only
     their edges):
 
-    * ``g (N, width, ng)``: the embeddings of each center's edges, 0 in empty rows;
+    * ``x (N, width, F)``: the embedding net's input rows of each center's edges
+      (:func:`~graphdesc.descriptor.nets.embedding_input`, ``F = 1 + 2 dt``), 0 in empty rows;
     * ``rows (N, width, 4)``: the contraction rows ``E / dstd`` (0 on masked edges and at rcut);
     * ``sw (N, width, 1)``: the switch; ``u (N, width, 3)``: unit vectors (with ``attn_dotr``);
     * ``valid (N, width)``: rows holding a real edge;
@@ -144,10 +149,10 @@ def center_inputs(params: dict, config: DPA1Config, graph: NeighborGraph, atype,
         parts = ragged_parts(graph, n, edge, center, static=static, by_degree=attention == "buckets")
         if not static and not B.is_traced(parts["slots"]) and n:
             _check_center_size(int(B.namespace(parts["slots"]).max(parts["slots"])), parts["slots"], config,
-                               edge["g"], parts["center"], pairs=attention == "pairs")
+                               edge["rows"], parts["center"], pairs=attention == "pairs")
         return table, parts
-    blocks = Blocks(graph.edge_mask, graph.dst, n, edge["g"].dtype, static_nnei=config.sel if static else None)
-    _check_block_size(blocks, config, edge["g"])
+    blocks = Blocks(graph.edge_mask, graph.dst, n, edge["rows"].dtype, static_nnei=config.sel if static else None)
+    _check_block_size(blocks, config, edge["rows"])
     parts = {k: blocks.stack(v) for k, v in edge.items()}
     parts["valid"] = blocks.valid
     parts.update(center)
@@ -161,9 +166,9 @@ def edge_stage(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
     Arguments as for :func:`dpa1_graph`. Returns ``(table, edge, center)``:
 
     * ``table (ntypes, dt)``: the type embedding table;
-    * ``edge``: the rows :func:`center_inputs` stacks into blocks, ``g (E, ng)``,
-      ``rows (E, 4)``, ``sw (E, 1)`` and with ``attn_dotr`` ``u (E, 3)``; the
-      only arrays that depend on ``edge_vec``;
+    * ``edge``: the rows :func:`center_inputs` stacks into blocks, ``x (E, F)``
+      (the embedding net's input), ``rows (E, 4)``, ``sw (E, 1)`` and with
+      ``attn_dotr`` ``u (E, 3)``; the only arrays that depend on ``edge_vec``;
     * ``center``: ``atype (L,)`` and with ``deepmd_compat`` ``shift (L, 4)``, ``pad (L, ng)``.
     """
     check_model_inputs(params, config, graph, atype, static=static, num_local=num_local)
@@ -179,8 +184,8 @@ def edge_stage(params: dict, config: DPA1Config, graph: NeighborGraph, atype, *,
     # type rows per atom, then per edge: their gradient sums E edge rows into N atom rows, not into the
     # ntypes rows of the table (compiled, those E atomic adds contended: a 2.3 ms kernel per training step)
     atom_rows = xp.take(table, atype, axis=0)  # (N, dt)
-    g = embed_neighbors(params, config, rt[:, 0], B.gather(atom_rows, src), B.gather(atom_rows, dst))  # (E, ng)
-    edge = {"g": g, "rows": env * xp.take(1.0 / params["dstd"], center_type, axis=0), "sw": sw[:, None]}
+    x = embedding_input(config, rt[:, 0], B.gather(atom_rows, src), B.gather(atom_rows, dst))  # (E, 1 + 2 dt)
+    edge = {"x": x, "rows": env * xp.take(1.0 / params["dstd"], center_type, axis=0), "sw": sw[:, None]}
     if config.attn_dotr:
         edge["u"] = unit_angular(rt)
     center = {"atype": atype if num_local is None else atype[:n]}
@@ -198,17 +203,17 @@ def center_pieces(parts: dict, config: DPA1Config, attention: str = "blocks") ->
     :func:`~graphdesc.descriptor.ragged.ragged_cuts`: a piece's center rows with its
     centers' edge rows.
     """
-    g = parts["g"]
+    x = parts["x"]
     if attention == "blocks":
-        sizes = _chunk_sizes(g.shape[0], g.shape[1], config, g)
+        sizes = _chunk_sizes(x.shape[0], x.shape[1], config, x)
         if len(sizes) == 1:
             return [parts]
         return [dict(zip(parts, piece)) for piece in zip(*(B.split_rows(t, sizes) for t in parts.values()))]
     slots = parts["slots"]
-    if B.is_traced(g) or B.is_symbolic_int(slots.shape[0]):
+    if B.is_traced(x) or B.is_symbolic_int(slots.shape[0]):
         return [parts]
     counts = B.to_numpy(slots)
-    budget = max(1, chunk_elements(g, attention))  # (0 would mean one piece)
+    budget = max(1, chunk_elements(x, attention))  # (0 would mean one piece)
     sizes = ragged_cuts(counts, attention, config.attn, config.ng, budget)
     if len(sizes) == 1:
         return [parts]
@@ -225,11 +230,11 @@ def center_outputs(params: dict, config: DPA1Config, table, parts: dict, *, atte
     want_sum = "pad" in parts
     if attention == "pairs":
         # a traced static program is one piece: its pairs run in chunks inside it (jax.jit)
-        inside = chunk_elements(parts["g"], "pairs") if static and B.is_traced(parts["g"]) else 0
+        inside = chunk_elements(parts["x"], "pairs") if static and B.is_traced(parts["x"]) else 0
         gr, total = pair_stage(params, config, parts, static=static, want_sum=want_sum, chunk_elements=inside)
     else:
         blocks = parts if attention == "blocks" else _bucket_blocks(parts, config, static)
-        gr, total = _center_stage(params, config, blocks["g"], blocks["rows"], blocks["sw"], blocks["valid"],
+        gr, total = _center_stage(params, config, blocks["x"], blocks["rows"], blocks["sw"], blocks["valid"],
                                   blocks.get("u"), want_sum=want_sum)
     gr = gr / config.sel  # (C, ng, 4)
     if "pad" in parts:  # DeePMD's rows over empty slots and its davg shift (DPA1_MATH S2)
@@ -293,34 +298,39 @@ def _chunked(like) -> bool:
 
 def _bucket_blocks(piece: dict, config: DPA1Config, static: bool) -> dict:
     """A ragged piece stacked into blocks as wide as its widest center (at least 2; ``sel`` when static):
-    ``g (C, w, ng)``, ``rows (C, w, 4)``, ``sw (C, w, 1)``, ``valid (C, w)``, ``u (C, w, 3)``."""
-    xp = B.namespace(piece["g"])
-    slots, r = piece["slots"], piece["g"].shape[0]
+    ``x (C, w, F)``, ``rows (C, w, 4)``, ``sw (C, w, 1)``, ``valid (C, w)``, ``u (C, w, 3)``."""
+    xp = B.namespace(piece["x"])
+    slots, r = piece["slots"], piece["x"].shape[0]
     center = piece_centers(slots, r)
     first = xp.cumulative_sum(slots) - slots
     width = config.sel if static else None
     if width is None:
         two = xp.full((1,), 2, dtype=slots.dtype, device=B.device(slots))
         width = B.to_size(xp.max(xp.concat([slots, two])), minimum=2)
-    blocks = Blocks(piece["valid"], center, slots.shape[0], piece["g"].dtype, width=width,
+    blocks = Blocks(piece["valid"], center, slots.shape[0], piece["x"].dtype, width=width,
                     slot=B.arange(r, slots) - B.gather(first, center))
-    out = {k: blocks.stack(piece[k]) for k in ("g", "rows", "sw", "u") if k in piece}
+    out = {k: blocks.stack(piece[k]) for k in ("x", "rows", "sw", "u") if k in piece}
     out["valid"] = blocks.valid
     return out
 
 
-def _center_stage(params, config: DPA1Config, g, rows, sw, valid, u=None, *, want_sum: bool):
-    """Attention layers and contraction on a chunk of center blocks.
+def _center_stage(params, config: DPA1Config, x, rows, sw, valid, u=None, *, want_sum: bool):
+    """Embedding, attention layers and contraction on a chunk of center blocks.
 
     Args:
-        g: ``(C, width, ng)`` embeddings; rows: ``(C, width, 4)`` contraction rows;
+        x: ``(C, width, F)`` embedding inputs; rows: ``(C, width, 4)`` contraction rows;
         sw: ``(C, width, 1)`` switches; valid: ``(C, width)`` real rows;
         u: ``(C, width, 3)`` unit vectors (with ``attn_dotr``).
 
     Returns:
         ``(G^T rows (C, ng, 4), sum of G over real rows (C, ng) or None)``.
+
+    An empty row's ``x`` is 0 and its embedding ``Emb(0)``, finite and never 0: it enters
+    only through exact zeros (its ``rows`` and ``sw``, a masked softmax weight, ``valid``),
+    as an empty row's values do after the first attention layer anyway.
     """
-    xp = B.namespace(g)
+    xp = B.namespace(x)
+    g = embed_rows(params, config, x)  # (C, width, ng)
     if config.attn_layer:
         count = folded_phantoms(config, g.shape[1])
         if count is None:

@@ -14,7 +14,8 @@ import math
 from .. import _backend as B
 from .config import DPA1Config
 
-__all__ = ["activation", "layer", "embedding_net", "layer_norm", "unit_rows", "type_table"]
+__all__ = ["activation", "layer", "embedding_net", "layer_norm", "unit_rows", "type_table", "embedding_input",
+           "embed_rows", "embed_neighbors"]
 
 
 def activation(name: str, x):
@@ -88,8 +89,8 @@ def type_table(params: dict, config: DPA1Config):
     return layer(te, eye, "linear", resnet=True)
 
 
-def embed_neighbors(params: dict, config: DPA1Config, s, t_nei, t_center):
-    """The embedding ``G`` of neighbor rows, DeePMD's "concat" input mode.
+def embedding_input(config: DPA1Config, s, t_nei, t_center):
+    """The embedding net's input rows in DeePMD's "concat" mode, ``(..., 1 + dt)`` or ``(..., 1 + 2 dt)``.
 
     Args:
         s: ``(...)`` normalized radial channel ``R~[..., 0]``.
@@ -98,8 +99,18 @@ def embed_neighbors(params: dict, config: DPA1Config, s, t_nei, t_center):
             ``type_one_side``).
 
     Returns:
-        ``(..., ng)``: ``EmbeddingNet([s, t_nei(, t_center)])``.
+        ``[s, t_nei(, t_center)]`` along the last axis.
     """
     xp = B.namespace(s)
     parts = [s[..., None], t_nei] if config.type_one_side else [s[..., None], t_nei, t_center]
-    return embedding_net(params["embedding"], xp.concat(parts, axis=-1), config.activation_function)
+    return xp.concat(parts, axis=-1)
+
+
+def embed_rows(params: dict, config: DPA1Config, x):
+    """The embedding ``G (..., ng)`` of :func:`embedding_input` rows ``x (..., F)``."""
+    return embedding_net(params["embedding"], x, config.activation_function)
+
+
+def embed_neighbors(params: dict, config: DPA1Config, s, t_nei, t_center):
+    """The embedding ``G (..., ng)`` of neighbor rows: :func:`embed_rows` of :func:`embedding_input`."""
+    return embed_rows(params, config, embedding_input(config, s, t_nei, t_center))

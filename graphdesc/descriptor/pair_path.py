@@ -48,7 +48,7 @@ from .. import _backend as B
 from ..pairs import center_edge_pairs
 from ..segment import segment_softmax, segment_sum
 from .config import SMOOTH_SHIFT, DPA1Config
-from .nets import layer, layer_norm, unit_rows
+from .nets import embed_rows, layer, layer_norm, unit_rows
 from .ragged import piece_centers
 
 __all__ = ["pair_stage", "static_chunk_centers"]
@@ -59,7 +59,7 @@ def pair_stage(params, config: DPA1Config, piece: dict, *, static: bool, want_su
 
     Args:
         params: the descriptor's parameter tree.
-        piece: ``g (R, ng)``, ``rows (R, 4)``, ``sw (R, 1)``, ``valid (R,)``,
+        piece: ``x (R, F)`` embedding inputs, ``rows (R, 4)``, ``sw (R, 1)``, ``valid (R,)``,
             ``slots (C,)`` and with ``attn_dotr`` ``u (R, 3)``.
         static: the rows are ``sel`` slots per center (``valid`` marks the real ones).
         want_sum: also return the sum of ``G`` over each center's real rows.
@@ -75,7 +75,8 @@ def pair_stage(params, config: DPA1Config, piece: dict, *, static: bool, want_su
         per = static_chunk_centers(config, chunk_elements)
         if piece["slots"].shape[0] > per:
             return _static_chunks(params, config, piece, want_sum, per)
-    g, valid, slots = piece["g"], piece["valid"], piece["slots"]
+    valid, slots = piece["valid"], piece["slots"]
+    g = embed_rows(params, config, piece["x"])  # (R, ng)
     c, r = slots.shape[0], g.shape[0]
     center = piece_centers(slots, r)  # (R,)
     if config.attn_layer:
@@ -100,7 +101,7 @@ def _static_chunks(params, config: DPA1Config, piece: dict, want_sum: bool, per:
     each array is viewed as ``(n, per * rows, ...)`` and :func:`~graphdesc._backend.map_stacked`
     runs one chunk at a time; the padding's outputs are dropped.
     """
-    xp = B.namespace(piece["g"])
+    xp = B.namespace(piece["x"])
     c, sel = piece["slots"].shape[0], config.sel
     n = -(-c // per)
 
@@ -109,7 +110,7 @@ def _static_chunks(params, config: DPA1Config, piece: dict, want_sum: bool, per:
         pad = xp.full(((n * per - c) * rows,) + tuple(x.shape[1:]), fill, dtype=x.dtype, device=B.device(x))
         return xp.reshape(xp.concat([x, pad]), (n, per * rows) + tuple(x.shape[1:]))
 
-    keys = [k for k in ("g", "rows", "sw", "u", "valid") if k in piece]
+    keys = [k for k in ("x", "rows", "sw", "u", "valid") if k in piece]
     xs = {k: chunked(piece[k], sel) for k in keys}
     xs["slots"] = chunked(piece["slots"], 1)
     gr, total = B.map_stacked(lambda chunk: pair_stage(params, config, chunk, static=True, want_sum=want_sum), xs)
@@ -123,7 +124,7 @@ def _static_chunks(params, config: DPA1Config, piece: dict, want_sum: bool, per:
 def _pairs(config: DPA1Config, piece: dict, center, c, static: bool):
     """The layer-independent pair quantities: ``(query (P,), key (P,), pair_mask (P,), sw_pair (P,) or None,
     phantoms (R,) or None, post (P,) or None)``; ``post`` multiplies the softmax weights."""
-    xp = B.namespace(piece["g"])
+    xp = B.namespace(piece["x"])
     valid, sw = piece["valid"], piece["sw"][:, 0]
     query, key, pair_mask = center_edge_pairs(center, valid, c, static_nnei=config.sel if static else None)
     sw_pair = phantoms = gate = None

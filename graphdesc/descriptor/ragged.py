@@ -36,8 +36,10 @@ __all__ = ["ATTENTION", "EDGE_ROWS", "ragged_order", "ragged_parts", "ragged_cut
 ATTENTION = ("blocks", "buckets", "pairs")
 """The block stage's layouts: one-width blocks, degree buckets, center-edge pairs."""
 
-EDGE_ROWS = ("g", "rows", "sw", "u", "valid", "edge")
-"""The keys of a ragged ``parts`` dict that hold edge rows ``(R, ...)``; the others hold center rows ``(L, ...)``."""
+EDGE_ROWS = ("x", "rows", "sw", "u", "valid", "edge", "g")
+"""The keys of a ragged ``parts`` dict that hold edge rows ``(R, ...)``; the others hold center rows ``(L, ...)``.
+(``g``, the embedded rows, is the first part of packages exported before the embedding
+moved into the block stage; their loaders still read it.)"""
 
 BUCKET_GROWTH = 1.25
 """A bucket's widest center has at most this many times the degree of its narrowest (degrees >= 2)."""
@@ -77,7 +79,7 @@ def ragged_parts(graph, n, edge: dict, center_rows: dict, *, static: bool, by_de
 
     Args:
         graph, n, static, by_degree: as for :func:`ragged_order`.
-        edge: the edge stage's ``(E, F)`` rows (``g``, ``rows``, ``sw``, ``u``).
+        edge: the edge stage's ``(E, F)`` rows (``x``, ``rows``, ``sw``, ``u``).
         center_rows: ``(L, ...)`` arrays in node order (``atype``, ``shift``, ``pad``).
 
     Returns:

@@ -7,12 +7,12 @@ one chunk of centers at a time (:func:`graphdesc.torch.energy_and_forces`);
 a package does the same with three compiled programs and a short loop:
 
 1. ``edges(atype, edge_index, edge_vec, edge_mask, n_node, ghost_atype) -> parts``:
-   the edge stage (embedding net on every edge, stacked into per-center
-   blocks), :func:`~graphdesc.descriptor.graph_path.center_inputs`' arrays,
-   each with ``L`` rows, the differentiable ones first (``g``, ``rows``,
-   ``sw``, and ``u`` with ``attn_dotr``).
+   the edge stage (each edge's embedding input and geometry, stacked into
+   per-center blocks), :func:`~graphdesc.descriptor.graph_path.center_inputs`'
+   arrays, each with ``L`` rows, the differentiable ones first (``x``,
+   ``rows``, ``sw``, and ``u`` with ``attn_dotr``).
 2. ``block(*rows a:b of parts) -> (atom_energy (C,), d energy / d part (C, ...) ...)``:
-   attention, contraction, readout and fitting on ``C`` centers, and their
+   embedding net, attention, contraction, readout and fitting on ``C`` centers, and their
    gradient w.r.t. the differentiable parts; run on chunks of centers.
 3. ``tail(atype, ..., ghost_atype, atom_energy (L,), *d parts[, edge, center]) -> outputs``:
    the edge stage again, its backward from the gathered part gradients to

@@ -149,7 +149,8 @@ class Package {
         edge_rows.push_back(centers.back() ? offsets[centers.back() - 1].item<int64_t>() : 0);
       }
       for (size_t k = 0; k < parts.size(); ++k)
-        for (const char *edge_key : {"g", "rows", "sw", "u", "valid", "edge"})
+        // "g": the embedded rows, the first part of packages exported before the embedding moved into the block
+        for (const char *edge_key : {"x", "rows", "sw", "u", "valid", "edge", "g"})
           if (part_names_[k] == edge_key) is_edge[k] = true;
       for (const char *key : {"edge", "center"}) inputs_tail.push_back(parts[index(key)]);
     }
