@@ -69,12 +69,11 @@ def layer_norm(x, weight, bias, eps: float):
     return B.layer_norm(x, weight, bias, eps)
 
 
-def unit_rows(x, mask, scale: float = 1.0):
+def unit_rows(x, mask, scale=1.0):
     """``scale * x (..., F)`` divided by its row L2 norms, no epsilon (as DeePMD); rows where
-    ``mask (...)`` is False are divided by 1: their values never matter, only their finiteness."""
-    xp = B.namespace(x)
-    norm = xp.linalg.vector_norm(x, axis=-1, keepdims=True)
-    return x * (scale / xp.where(mask[..., None], norm, xp.ones_like(norm)))
+    ``mask (...)`` is False are divided by 1: their values never matter, only their finiteness
+    (:func:`graphdesc._backend.unit_rows`: one autograd node in eager torch, elsewhere the formula)."""
+    return B.unit_rows(x, mask, scale)
 
 
 def type_table(params: dict, config: DPA1Config):
