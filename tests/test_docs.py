@@ -145,7 +145,8 @@ RENDERED = {"dpa1_cpu": "bench_dpa1", "pt2_cpu": "bench_dpa1", "dpa1_uneven": "b
             "train_memory": "bench_train_memory", "train_memory_compiled": "bench_train_memory",
             "fold_traced": "bench_fold", "dpa1_native": "bench_dpa1", "train_step_native": "bench_train_step",
             "dpa1_embed": "bench_dpa1", "train_step_embed": "bench_train_step",
-            "train_step_embed_eager": "bench_train_step", "pt2_embed": "bench_dpa1"}
+            "train_step_embed_eager": "bench_train_step", "pt2_embed": "bench_dpa1",
+            "profile_dpa1_embed": "profile_dpa1"}
 
 
 def _blocks(text: str):
