@@ -37,6 +37,8 @@ __all__ = [
     "layer_norm",
     "unit_rows",
     "first_order",
+    "first_order_nodes",
+    "folded_attention",
     "map_stacked",
     "pair_dot",
     "pair_spread",
@@ -334,7 +336,7 @@ def unit_rows(x, mask, scale=1.0):
     / |x|`` and ``c = r (x . dy) / |x|^2`` per row, three full-size passes where the formula's autograd graph
     takes about seven (fp64 block stage of fcc Cu, forward and backward: 1.05-1.08x). Elsewhere (a force loss
     differentiates the backward again; traced torch programs; numpy, jax) the formula."""
-    if _FIRST_ORDER and backend_name(x) == "torch" and not is_traced(x):
+    if first_order_nodes(x):
         return _torch_unit_rows().apply(x, mask, scale)
     xp = namespace(x)
     norm = xp.linalg.vector_norm(x, axis=-1, keepdims=True)
@@ -357,6 +359,24 @@ def first_order():
         yield
     finally:
         _FIRST_ORDER = before
+
+
+def first_order_nodes(x) -> bool:
+    """Whether work on ``x`` runs within :func:`first_order` in eager torch, where the hand-written autograd nodes
+    (:func:`unit_rows`, :func:`folded_attention`) take the place of their formulas."""
+    return _FIRST_ORDER and backend_name(x) == "torch" and not is_traced(x)
+
+
+def folded_attention(q, k, v, sw, post, valid, alpha: float, count: int):
+    """The folded smooth attention from a layer's raw projections to its weighted values, ``(C, w, H)``, as one
+    autograd node (:class:`graphdesc._torch_attention.FoldedAttention`; ``count = sel - w >= 0``). Eager torch
+    only, where :func:`first_order_nodes` holds; the formula it replaces is the descriptor's folded layer
+    (fp64 energy+force of fcc Cu: see docs, "Benchmarks")."""
+    if not first_order_nodes(q):
+        raise RuntimeError("folded_attention runs only within first_order(), in eager torch")
+    from ._torch_attention import FoldedAttention
+
+    return FoldedAttention.apply(q, k, v, sw, post, valid, float(alpha), int(count))
 
 
 def _torch_unit_rows():

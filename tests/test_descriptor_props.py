@@ -190,6 +190,67 @@ def test_unit_rows_equals_the_formula(backend):
             assert torch.autograd.gradgradcheck(lambda xt: torch.sin(B.unit_rows(xt, m, 0.7)), args[:1])
 
 
+def _grad_fns(t):
+    """The names of every node in ``t``'s autograd graph."""
+    seen, stack = set(), [t.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            stack.extend(f for f, _ in fn.next_functions)
+    return {fn.name() for fn in seen}
+
+
+@pytest.mark.parametrize("count", [0, 3])
+def test_folded_attention_node_equals_its_formula(count):
+    """The eager-torch node of the folded attention core equals its plain-op formula at 1e-12 (masked rows
+    included), and so do its first derivatives w.r.t. every input (gradcheck: the node's hand-written
+    backward) and its second ones (gradgradcheck: the formula's graph, re-derived when the backward is
+    differentiated), with and without the phantoms' key row (``count`` 3 and 0)."""
+    torch = pytest.importorskip("torch")
+    from graphdesc._torch_attention import FoldedAttention, formula
+
+    gen = torch.Generator().manual_seed(count)
+    c, w, h = 3, 5, 4
+    q, k, v = (torch.randn(c, w, h, dtype=torch.float64, generator=gen) for _ in range(3))
+    valid = torch.rand(c, w, generator=gen) > 0.3
+    valid[0, 0], valid[0, 1] = True, False
+    sw = torch.where(valid[..., None], torch.rand(c, w, 1, dtype=torch.float64, generator=gen), 0.0)
+    post = torch.randn(c, w, w, dtype=torch.float64, generator=gen)
+    args = [x.requires_grad_(True) for x in (q, k, v, sw, post)]
+    np.testing.assert_allclose(to_numpy(FoldedAttention.apply(*args, valid, 0.7, count)),
+                               to_numpy(formula(*args, valid, 0.7, count)), rtol=0, atol=TOL)
+    node = lambda *a: FoldedAttention.apply(*a, valid, 0.7, count)  # noqa: E731
+    assert torch.autograd.gradcheck(node, args)
+    assert torch.autograd.gradgradcheck(node, args)
+
+
+@pytest.mark.parametrize("name", ["default", "temp_nodotr_gelu", "tebd_bias_noconcat"])
+@pytest.mark.parametrize("sel", ["above", "equal"])
+def test_first_order_descriptor_gradient_equals_the_formula(name, sel):
+    """Within ``B.first_order`` the block stage runs the hand-written nodes (the folded attention core, checked
+    to be in the autograd graph); the descriptor and its gradient w.r.t. ``edge_vec`` equal the plain formula's
+    at 1e-12, with phantoms beyond the block (``sel`` above the largest degree) and without (``sel`` equal)."""
+    import graphdesc._backend as B
+
+    torch, _, _, graph, atype = _torch_case(name)
+    deg = np.bincount(to_numpy(graph.dst), minlength=atype.shape[0]).max()
+    config = make_config(name, sel=int(deg) if sel == "equal" else SEL)
+    params = cast_params(random_params(config), torch.zeros(1, dtype=torch.float64))
+    weights = torch.linspace(-1, 1, config.dim_out, dtype=torch.float64)
+    results = []
+    for context in (contextlib.nullcontext, B.first_order):
+        vec = graph.edge_vec.clone().requires_grad_(True)
+        with context():
+            d, _ = dpa1_graph(params, config, graph.replace(edge_vec=vec), atype, attention="blocks")
+            energy = (torch.tanh(d) * weights).sum()
+            assert ("FoldedAttentionBackward" in _grad_fns(energy)) == (context is B.first_order)
+            (g,) = torch.autograd.grad(energy, vec)
+        results.append((to_numpy(d), to_numpy(g)))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=0, atol=TOL)
+
+
 def test_poisoned_padding_gives_finite_zero_gradients():
     torch, config, params, graph, atype = _torch_case(system="triclinic")
     static = to_static(graph, SEL)

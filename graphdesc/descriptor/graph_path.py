@@ -497,25 +497,30 @@ def _attention_layer(lp, config: DPA1Config, g, valid, pair_mask, sw_pair, phant
         w = masked_softmax(logits, pair_mask)
     if post is not None:
         w = w * post
-    return _attention_out(lp, config, g, w, v)
+    return _attention_out(lp, config, g, w @ v)
 
 
 def _projections(lp, config: DPA1Config, g, valid, q_scale, k_scale=None):
     """``q, k, v (N, width, H)`` of one layer, ``q`` scaled by ``q_scale`` and ``k`` by ``k_scale`` (a
     scalar or ``(N, width, 1)``; None: unscaled), after the row normalization with ``normalize``."""
-    h = config.attn
-    # three projections from column blocks of in_w: slicing one (N, width, 3H) product
-    # would cost a zero-filled (N, width, 3H) gradient buffer per slice in the backward
-    q, k, v = (B.affine(g, lp["in_w"][:, i * h : (i + 1) * h], lp["in_b"][i * h : (i + 1) * h]) for i in range(3))
+    q, k, v = _raw_projections(lp, config, g)
     if config.normalize:  # the scales folded into the rows' normalization
         k_scale = 1.0 if k_scale is None else k_scale
         return unit_rows(q, valid, q_scale), unit_rows(k, valid, k_scale), unit_rows(v, valid)
     return q * q_scale, k if k_scale is None else k * k_scale, v
 
 
-def _attention_out(lp, config: DPA1Config, g, w, v):
-    """Weights ``w (N, width, width)`` applied to ``v (N, width, H)``, the output layer, residual and LayerNorm."""
-    y = layer({"w": lp["out_w"], "b": lp["out_b"]}, w @ v, "linear", resnet=False)
+def _raw_projections(lp, config: DPA1Config, g):
+    """``q, k, v (N, width, H)`` of one layer from ``g (N, width, ng)``, before any scaling."""
+    h = config.attn
+    # three projections from column blocks of in_w: slicing one (N, width, 3H) product
+    # would cost a zero-filled (N, width, 3H) gradient buffer per slice in the backward
+    return (B.affine(g, lp["in_w"][:, i * h : (i + 1) * h], lp["in_b"][i * h : (i + 1) * h]) for i in range(3))
+
+
+def _attention_out(lp, config: DPA1Config, g, o):
+    """The output layer on the weighted values ``o (N, width, H)``, residual and LayerNorm: ``(N, width, ng)``."""
+    y = layer({"w": lp["out_w"], "b": lp["out_b"]}, o, "linear", resnet=False)
     return layer_norm(g + y, lp["ln_w"], lp["ln_b"], config.ln_eps)
 
 
@@ -570,6 +575,10 @@ def _folded_attention_layer(lp, config: DPA1Config, g, valid, sw, post, q_cols, 
     (``sw_m = 0``), as in the masked layer.
     """
     xp = B.namespace(g)
+    count = folded_phantoms(config, g.shape[1])
+    if config.normalize and B.first_order_nodes(g) and count >= 0:  # one node from the projections to o
+        o = B.folded_attention(*_raw_projections(lp, config, g), sw, post, valid, config.alpha, count)
+        return _attention_out(lp, config, g, o)
     q, k, v = _projections(lp, config, g, valid, config.alpha * sw, sw)
     q, k = xp.concat([q, *q_cols], axis=-1), xp.concat([k, *k_cols], axis=-1)  # (N, width, H + 1 or H + 2)
     if extra is None:
@@ -580,7 +589,7 @@ def _folded_attention_layer(lp, config: DPA1Config, g, valid, sw, post, q_cols, 
     else:
         k = xp.concat([k, extra], axis=1)  # (N, width + 1, H + 2)
         w = B.softmax(q @ _transpose(k))[:, :, : g.shape[1]]
-    return _attention_out(lp, config, g, w * post, v)
+    return _attention_out(lp, config, g, (w * post) @ v)
 
 
 def _deepmd_pad(params, config: DPA1Config, graph, atype, table):
