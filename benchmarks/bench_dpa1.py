@@ -47,7 +47,8 @@ than ``--budget`` seconds) give the median time, and a last call measures peak
 memory. CPU: peak RSS above the pre-call RSS (``/proc/self/clear_refs``),
 with glibc set to map every block over 128 KiB on its own and the freed heap
 trimmed first, so the peak is that of live data rather than of what the
-allocator kept; CUDA: peak allocated by torch. Achieved
+allocator kept; also the minor page faults per timed call (``faults``) and the process's
+peak RSS up to then (``max_rss_mib``); CUDA: peak allocated by torch. Achieved
 GFLOP/s uses the model's matmul FLOP count for energy+force (3x the forward
 count, on real edges only) and is compared with a large matmul's rate
 measured in the same run. A size is skipped (and listed as such) when the
@@ -63,6 +64,7 @@ import json
 import os
 import pickle
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -303,7 +305,10 @@ def child(args) -> dict:
         raise SystemExit(f"max degree {max(degrees)} > sel {sel}: raise sel for {args.system}")
     call(inputs)  # warm-up: one-off allocations (thread pools, kernels, lazy loading) land here
     sync()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     times = _median_call(lambda: call(inputs), sync, args.repeats, args.budget)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    faults, max_rss_mib = (usage.ru_minflt - faults) / len(times), usage.ru_maxrss / 1024
     with _Peak(device) as peak:  # last: it changes the allocator's settings for good
         energy, force = call(inputs)
         sync()
@@ -313,7 +318,8 @@ def child(args) -> dict:
     return dict(system=args.system, precision=args.precision, path=args.path, atoms=n, cells=args.cells,
                 neighbors_mean=float(np.mean(degrees)), neighbors_max=int(max(degrees)),
                 neighbors_sq_mean=float(np.mean(np.square(degrees))), sel=sel,
-                build_ms=1e3 * float(np.median(build_times)), calls=len(times), seconds=seconds,
+                build_ms=1e3 * float(np.median(build_times)), calls=len(times), seconds=seconds, faults=faults,
+                max_rss_mib=max_rss_mib,
                 us_per_atom=1e6 * seconds / n, peak_mib=peak.bytes / 2**20, peak_kib_per_atom=peak.bytes / 1024 / n,
                 mflop_per_atom=flops / n / 1e6, gflops=flops / seconds / 1e9, energy=float(energy.detach()),
                 force_max=float(force.abs().max()), package=os.path.dirname(graphdesc.__file__),

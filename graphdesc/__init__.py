@@ -7,12 +7,15 @@ Layers (data flows down, never back up)::
     pairs      center_edge_pairs: compact (dynamic) and shape-static forms
     graph      NeighborGraph, validation, O(N) builders, layouts, force/virial assembly
 
-Importing graphdesc before torch sets OpenMP's wait policy for a shared CPU (:mod:`graphdesc.threads`).
+Importing graphdesc before torch sets OpenMP's wait policy for a shared CPU (:mod:`graphdesc.threads`);
+importing it at all sets glibc's malloc to keep freed memory for the next call (:mod:`graphdesc.allocator`).
 """
 
+from .allocator import apply_policy as keep_freed_memory
 from .threads import apply_policy
 
 apply_policy()  # before anything can load torch: libgomp reads its environment once
+keep_freed_memory()
 
 from .pairs import center_edge_pairs, pair_pattern  # noqa: E402
 from .segment import segment_max, segment_softmax, segment_sum  # noqa: E402
