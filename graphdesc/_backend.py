@@ -361,6 +361,11 @@ def first_order():
         _FIRST_ORDER = before
 
 
+ATTENTION_NODE = True
+"""Whether :func:`folded_attention` takes the place of the descriptor's folded layer where it can (set False to
+time or test the formula it replaces: ``benchmarks/bench_attention_node.py``)."""
+
+
 def first_order_nodes(x) -> bool:
     """Whether work on ``x`` runs within :func:`first_order` in eager torch, where the hand-written autograd nodes
     (:func:`unit_rows`, :func:`folded_attention`) take the place of their formulas."""

@@ -2,10 +2,10 @@
 
 An energy+force call allocates and frees hundreds of megabytes of temporaries (a few MiB each). With glibc's
 defaults, the freed top of the heap is returned to the kernel once it exceeds a threshold that glibc adapts
-to the largest block freed so far (at most 64 MiB), so every call takes it back page by page: about 29,000
-page faults per call on 108-atom fcc Cu (fp64), 114 MiB zeroed by the kernel, and the same again on each
-call. With :data:`POLICY` the calls after the first fault on nothing, and the call is faster: see docs,
-"Benchmarks: the allocator" (``python benchmarks/bench_allocator.py``).
+to the largest block freed so far, so every call takes it back page by page: 14,300 page faults per call on
+108-atom fcc Cu (fp64), 56 MiB zeroed by the kernel on every call. With :data:`POLICY`, 455 faults per call,
+and the call 1.14x faster (``python benchmarks/bench_allocator.py``; docs, "Benchmarks: memory kept between
+calls").
 
 :func:`apply_policy` runs when ``graphdesc`` is imported. Where the C library is glibc and the user has set
 none of :data:`USER_KNOBS`, it calls ``mallopt`` for this process and sets the same values in ``os.environ``
@@ -20,7 +20,6 @@ other at glibc's default, and every block above 128 KiB then comes from ``mmap``
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 #: glibc's ``mallopt`` parameters and graphdesc's values: blocks up to 32 MiB (the largest mmap threshold every
@@ -36,7 +35,7 @@ _APPLIED = False
 def _glibc():
     """The process's C library when it is glibc (it has ``gnu_get_libc_version``), else None."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the symbols the interpreter was linked with, its C library's among them
         libc.gnu_get_libc_version  # noqa: B018 (only glibc has it)
         return libc
     except (OSError, AttributeError):

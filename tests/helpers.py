@@ -83,3 +83,17 @@ def dense_softmax_reference(logits, ids, num_segments, mask, phantom_count=None,
             e = np.exp(row - row.max())
             out[members, f] = e[: len(members)] / e.sum()
     return out[:, 0] if squeeze else out
+
+
+def run_python(code: str, drop=(), **env) -> str:
+    """Run ``code`` in a fresh Python with this environment less the variables ``drop`` (this process imported
+    graphdesc already, which may have set them) plus ``env``; its stripped stdout (a failing run fails the test)."""
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in drop}
+    done = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()

@@ -1,12 +1,10 @@
 """graphdesc's malloc policy (graphdesc.allocator): freed memory kept for the next call, never over the user's
 choice."""
 
-import os
 import platform
-import subprocess
-import sys
 
 import pytest
+from helpers import run_python
 
 from graphdesc.allocator import POLICY, USER_KNOBS
 
@@ -14,11 +12,7 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the p
 
 
 def _run(code: str, **env) -> str:
-    clean = {k: v for k, v in os.environ.items() if k not in USER_KNOBS}  # this process imported graphdesc already
-    done = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip()
+    return run_python(code, drop=USER_KNOBS, **env)
 
 
 # 30 blocks of 8 MiB, allocated, written and freed three times: the minor page faults of the third round

@@ -1,20 +1,14 @@
 """graphdesc's OpenMP wait policy (graphdesc.threads): set before torch loads, never over the user's choice."""
 
-import os
-import subprocess
-import sys
 
 import pytest
+from helpers import run_python
 
 from graphdesc.threads import USER_KNOBS as KNOBS
 
 
 def _run(code: str, **env) -> str:
-    clean = {k: v for k, v in os.environ.items() if k not in KNOBS}  # this process imported graphdesc already
-    done = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip()
+    return run_python(code, drop=KNOBS, **env)
 
 
 SHOW = "import os, graphdesc.threads as t; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'), "\

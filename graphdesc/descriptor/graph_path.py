@@ -576,7 +576,7 @@ def _folded_attention_layer(lp, config: DPA1Config, g, valid, sw, post, q_cols, 
     """
     xp = B.namespace(g)
     count = folded_phantoms(config, g.shape[1])
-    if config.normalize and B.first_order_nodes(g) and count >= 0:  # one node from the projections to o
+    if config.normalize and B.ATTENTION_NODE and B.first_order_nodes(g) and count >= 0:  # one node, projections to o
         o = B.folded_attention(*_raw_projections(lp, config, g), sw, post, valid, config.alpha, count)
         return _attention_out(lp, config, g, o)
     q, k, v = _projections(lp, config, g, valid, config.alpha * sw, sw)
