@@ -265,3 +265,30 @@ def test_train_memory_benchmark_quick_run(tmp_path):
     rows = load_json(out)["rows"]
     assert [r["attention"] for r in rows] == ["blocks", "pairs"] and all(r["peak_mib"] > 0 for r in rows)
     assert (tmp_path / "tm.md").exists()
+
+
+def test_allocator_benchmark_quick_run(tmp_path):
+    """bench_allocator on 32 atoms, one round: each policy's child really runs under it (glibc's defaults fault
+    more pages per call than graphdesc's policy, which keeps freed memory), and the table is written."""
+    out = tmp_path / "allocator.json"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_allocator.py"), "--cells", "2",
+                          "--paths", "graph", "--rounds", "1", "--repeats", "2", "--budget", "0",
+                          "--cache", str(tmp_path / "cache"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["atoms"] == 32 and row["graphdesc_ms"] > 0 and row["glibc_ms"] > 0
+    assert row["glibc_faults"] > row["graphdesc_faults"], row
+    assert "| graph | 32 |" in (tmp_path / "allocator.md").read_text()
+
+
+def test_attention_node_benchmark_quick_run(tmp_path):
+    """bench_attention_node on 32 atoms: the node and the formula give the same forces, and the table is written."""
+    out = tmp_path / "node.json"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_attention_node.py"), "--cells", "2",
+                          "--precisions", "float64", "--rounds", "2", "--cache", str(tmp_path / "cache"),
+                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (point,) = json.loads(out.read_text())["points"]
+    assert point["atoms"] == 32 and point["df_max"] < 1e-12 and point["node_ms"] > 0
+    assert "| float64 | 32 |" in (tmp_path / "node.md").read_text()
