@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -308,6 +309,21 @@ def test_cpp_example_matches_python(cpp_example, which, model64, slabs, chunk, r
     assert abs(energy - want["energy"].item()) < 1e-12
     np.testing.assert_allclose(force, to_numpy(want["force"]), rtol=0, atol=1e-12)
     np.testing.assert_allclose(virial, to_numpy(want["virial"][0]), rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc policy applies to glibc only")
+def test_cpp_package_sets_the_malloc_policy(cpp_example, package64):
+    """graphdesc::Package sets graphdesc's malloc policy in a C++ program (as importing graphdesc does in Python),
+    says so, and leaves a user's malloc variable alone."""
+    from graphdesc.allocator import POLICY, USER_KNOBS
+
+    clean = {k: v for k, v in os.environ.items() if k not in USER_KNOBS}  # this process exported the policy
+    ours = ", ".join(f"{k}={v}" for k, v in POLICY.items()) + " (graphdesc's)"
+    for env, said in ((clean, ours), ({**clean, "GLIBC_TUNABLES": ""}, "GLIBC_TUNABLES= (set by the user)"),
+                      ({**clean, **{k: str(v) for k, v in POLICY.items()}}, ours)):
+        text = subprocess.run([str(cpp_example), str(package64.path), "1", "3.61", "7", "1"], check=True,
+                              capture_output=True, text=True, env=env).stdout
+        assert f"malloc {said}\n" in text, text.splitlines()[:2]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),

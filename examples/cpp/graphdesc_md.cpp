@@ -174,6 +174,7 @@ int main(int argc, char** argv) {
   double energy = 0.0;
   std::vector<double> virial(9, 0.0), force(3 * n, 0.0);
   std::printf("atoms %lld rcut %.6f slabs %d\n", static_cast<long long>(n), rcut, nslab);
+  std::printf("malloc %s\n", graphdesc::keep_freed_memory().c_str());
   for (int slab = 0; slab < nslab; ++slab) {
     const Slab s = build_slab(pos, frac0, cell, slab, nslab, rcut, reach);
     const int64_t nodes = static_cast<int64_t>(s.owner.size()), e = static_cast<int64_t>(s.src.size());

@@ -113,8 +113,9 @@ class PairGraphdesc : public Pair {
     const int threads = omp ? std::max(1, std::atoi(omp)) : 1;
     torch::set_num_threads(threads);
     if (comm->me == 0)
-      utils::logmesg(lmp, "pair_style graphdesc: {} ({}, {}), {} torch thread(s) per MPI rank\n", path,
-                     meta.at("graphdesc.dtype"), meta.at("graphdesc.device"), threads);
+      utils::logmesg(lmp, "pair_style graphdesc: {} ({}, {}), {} torch thread(s) per MPI rank, malloc: {}\n", path,
+                     meta.at("graphdesc.dtype"), meta.at("graphdesc.device"), threads,
+                     graphdesc::keep_freed_memory());
     dtype = meta.at("graphdesc.dtype") == "float32" ? torch::kFloat32 : torch::kFloat64;
     const std::string config = meta.at("graphdesc.config");
     rcut = std::stod(json_field(config, "rcut"));

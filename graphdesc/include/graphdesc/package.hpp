@@ -14,7 +14,8 @@
 // rows, then center rows; graphdesc/descriptor/ragged.py): a chunk is centers
 // a:b with their edge rows, cut by the rule of ragged_cuts there.
 // GRAPHDESC_CHUNK_ELEMENTS (floats in a chunk's largest temporary; 0 = one chunk)
-// overrides the package's chunk size, as for the Python loader.
+// overrides the package's chunk size, as for the Python loader. The first Package
+// of a process sets graphdesc's malloc policy (keep_freed_memory below).
 //
 // Header-only; needs libtorch (torch/csrc/inductor/aoti_package). Part of
 // graphdesc: find its folder with python -c "import graphdesc.export as e; print(e.include_dir())".
@@ -23,6 +24,10 @@
 
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/torch.h>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -36,11 +41,38 @@
 
 namespace graphdesc {
 
+// graphdesc's malloc policy (graphdesc/allocator.py), for programs that run packages without Python (LAMMPS):
+// with glibc, blocks up to 32 MiB come from the heap and up to 1 GiB of free heap is kept, so a call does not
+// take its temporaries back from the kernel page by page (a package call on fcc Cu faulted 12,679-67,291
+// pages per call with glibc's defaults: benchmarks/bench_allocator.py). Nothing when the C library is not
+// glibc or the user set any of the variables below. Returns which policy the process runs under, in words
+// (the first call decides; later calls say the same).
+inline std::string keep_freed_memory() {
+  static const std::string said = [] {
+#if defined(__GLIBC__)
+    const std::string ours = "MALLOC_MMAP_THRESHOLD_=33554432, MALLOC_TRIM_THRESHOLD_=1073741824";
+    std::string chosen;
+    for (const char *name : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                             "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES"})
+      if (const char *value = std::getenv(name))
+        chosen += (chosen.empty() ? "" : ", ") + std::string(name) + "=" + value;
+    if (chosen == ours) return ours + " (graphdesc's)";  // inherited from a parent that imported graphdesc
+    if (!chosen.empty()) return chosen + " (set by the user)";
+    // the threshold first: M_TRIM_THRESHOLD alone would fix M_MMAP_THRESHOLD at its 128 KiB default
+    if (mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1)
+      return ours + " (graphdesc's)";
+#endif
+    return std::string("the C library's default");
+  }();
+  return said;
+}
+
 class Package {
  public:
   using Loader = torch::inductor::AOTIModelPackageLoader;
 
   explicit Package(const std::string &path) {
+    keep_freed_memory();  // the first Package of a process sets the policy
     try {
       edges_ = std::make_unique<Loader>(path, "edges");
     } catch (const std::exception &) {  // no "edges" program: a one-program package (schema 1 or 2)
