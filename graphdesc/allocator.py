@@ -29,7 +29,6 @@ POLICY = {"MALLOC_MMAP_THRESHOLD_": 32 * 2**20, "MALLOC_TRIM_THRESHOLD_": 2**30}
 USER_KNOBS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
               "GLIBC_TUNABLES")
 _MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3}  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
-_APPLIED = False
 
 
 def _glibc():
@@ -49,7 +48,6 @@ def apply_policy() -> bool:
     Returns:
         True when this call applied it.
     """
-    global _APPLIED
     if any(name in os.environ for name in USER_KNOBS):
         return False
     libc = _glibc()
@@ -59,14 +57,13 @@ def apply_policy() -> bool:
         if not libc.mallopt(_MALLOPT[name], value):
             return False  # refused (an older glibc's limit): glibc's defaults stay for what was not set
     os.environ.update({name: str(value) for name, value in POLICY.items()})
-    _APPLIED = True
     return True
 
 
 def policy() -> str:
     """Which malloc policy this process runs under, in words (for logs and bug reports)."""
     chosen = {name: os.environ[name] for name in USER_KNOBS if name in os.environ}
-    if _APPLIED or chosen == {k: str(v) for k, v in POLICY.items()}:  # here, or inherited from a parent
+    if chosen == {k: str(v) for k, v in POLICY.items()}:  # set here (apply_policy exports it) or by a parent
         return ", ".join(f"{k}={v}" for k, v in POLICY.items()) + " (graphdesc's)"
     if chosen:
         return ", ".join(f"{k}={v}" for k, v in chosen.items()) + " (set by the user)"
