@@ -8,13 +8,16 @@ Layers (data flows down, never back up)::
     graph      NeighborGraph, validation, O(N) builders, layouts, force/virial assembly
 
 Importing graphdesc before torch sets OpenMP's wait policy for a shared CPU (:mod:`graphdesc.threads`);
-importing it at all sets glibc's malloc to keep freed memory for the next call (:mod:`graphdesc.allocator`).
+importing it at all sets glibc's malloc to keep freed memory for the next call (:mod:`graphdesc.allocator`);
+importing it before torch on an AMD CPU has MKL run its Intel kernels (:mod:`graphdesc.mkl`).
 """
 
 from .allocator import apply_policy as keep_freed_memory
+from .mkl import apply_policy as use_mkl_intel_kernels
 from .threads import apply_policy
 
 apply_policy()  # before anything can load torch: libgomp reads its environment once
+use_mkl_intel_kernels()  # before torch too: MKL's CPU check binds when libtorch_cpu.so loads
 keep_freed_memory()
 
 from .pairs import center_edge_pairs, pair_pattern  # noqa: E402

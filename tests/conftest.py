@@ -7,6 +7,7 @@ import pytest
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 
+import graphdesc  # noqa: E402,F401  (before torch, as the command line does: its CPU policies bind when torch loads)
 from helpers import BACKENDS, Backend  # noqa: E402
 
 

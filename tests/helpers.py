@@ -85,9 +85,10 @@ def dense_softmax_reference(logits, ids, num_segments, mask, phantom_count=None,
     return out[:, 0] if squeeze else out
 
 
-def run_python(code: str, drop=(), **env) -> str:
+def run_python(code: str, drop=(), stderr: bool = False, **env) -> str:
     """Run ``code`` in a fresh Python with this environment less the variables ``drop`` (this process imported
-    graphdesc already, which may have set them) plus ``env``; its stripped stdout (a failing run fails the test)."""
+    graphdesc already, which may have set them) plus ``env``; its stripped stdout, then its stderr with
+    ``stderr`` (a failing run fails the test)."""
     import os
     import subprocess
     import sys
@@ -96,4 +97,4 @@ def run_python(code: str, drop=(), **env) -> str:
     done = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip()
+    return (done.stdout + done.stderr if stderr else done.stdout).strip()
