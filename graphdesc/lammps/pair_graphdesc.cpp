@@ -73,6 +73,12 @@ std::pair<std::string, std::string> blas_libraries() {
   return {found ? gemm.dli_fname : "", own ? torch_lib.dli_fname : ""};
 }
 
+// Which kernels MKL runs: graphdesc's library (graphdesc/mkl.py), preloaded, answers MKL's CPU check.
+const char *mkl_kernels() {
+  return dlsym(RTLD_DEFAULT, "graphdesc_mkl_queries") ? "Intel kernels (graphdesc's library preloaded)"
+                                                      : "its own choice";
+}
+
 }  // namespace
 
 namespace LAMMPS_NS {
@@ -125,9 +131,9 @@ class PairGraphdesc : public Pair {
     const int threads = omp ? std::max(1, std::atoi(omp)) : 1;
     torch::set_num_threads(threads);
     if (comm->me == 0)
-      utils::logmesg(lmp, "pair_style graphdesc: {} ({}, {}), {} torch thread(s) per MPI rank, malloc: {}\n", path,
-                     meta.at("graphdesc.dtype"), meta.at("graphdesc.device"), threads,
-                     graphdesc::keep_freed_memory());
+      utils::logmesg(lmp, "pair_style graphdesc: {} ({}, {}), {} torch thread(s) per MPI rank, malloc: {}, MKL: {}\n",
+                     path, meta.at("graphdesc.dtype"), meta.at("graphdesc.device"), threads,
+                     graphdesc::keep_freed_memory(), mkl_kernels());
     const auto [gemm_lib, torch_lib] = blas_libraries();
     if (comm->me == 0 && !gemm_lib.empty() && !torch_lib.empty() && gemm_lib != torch_lib)
       error->warning(FLERR,
