@@ -1,9 +1,15 @@
 """Shared helpers of the benchmark scripts (run them as ``python benchmarks/NAME.py``): timing, RSS, results
-files, and older code to compare with."""
+files, and older code to compare with.
+
+Every script imports this module before torch, and this module imports graphdesc: each benchmark process runs
+under graphdesc's CPU policies (threads, malloc, MKL's kernels), as graphdesc's command line does."""
 
 import os
 import statistics
 import time
+
+import graphdesc  # noqa: F401  (before torch: its policies bind when torch loads)
+from graphdesc.mkl import preload as mkl_preload
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -84,6 +90,11 @@ def code_env(root: str) -> dict:
     :func:`check_code`."""
     env = dict(os.environ)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    # MKL's kernels as in this process, for a revision older than graphdesc.mkl too (first: libtorch_cpu.so
+    # answers MKL's CPU check itself)
+    preload = os.pathsep.join(p for p in (mkl_preload(), env.get("LD_PRELOAD", "")) if p)
+    if preload:
+        env["LD_PRELOAD"] = preload
     return env
 
 

@@ -37,20 +37,39 @@ POLICIES = {"graphdesc": {k: str(v) for k, v in POLICY.items()}, "glibc": {"GLIB
 PATHS = ("graph", "graph-pt2", "deepmd")
 
 
-def run_point(args, path: str, cells: int, policy: str, model_path: str, package: str | None) -> dict:
-    """One ``bench_dpa1.py`` child under ``policy``: its JSON row."""
-    env = {k: v for k, v in os.environ.items() if k not in USER_KNOBS}
-    env.update(POLICIES[policy])
+def run_point(args, path: str, cells: int, env: dict, model_path: str, package: str | None, tag: str) -> dict:
+    """One ``bench_dpa1.py`` child with the environment ``env`` (named ``tag`` in errors): its JSON row."""
     cmd = [sys.executable, os.path.join(HERE, "bench_dpa1.py"), "--child", "--system", args.system,
            "--precision", args.precision, "--path", path, "--cells", str(cells), "--model", model_path,
            "--device", "cpu", "--threads", str(args.threads), "--repeats", str(args.repeats), "--budget",
-           str(args.budget), "--force-out", os.path.join(args.cache, f"allocator-{path}.npy")]
+           str(args.budget), "--force-out", os.path.join(args.cache, f"ab-{path}.npy")]
     if package:
         cmd += ["--package", package]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise SystemExit(f"{path} under {policy}: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        raise SystemExit(f"{path} under {tag}: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def paired_rounds(args, variants: dict, paths: list, cells: list, model_path: str, packages: dict) -> dict:
+    """Every (path, size) under each of ``variants`` (name -> the child's environment), back to back, the order
+    alternating from round to round: ``{(path, cells, name): [row per round]}``."""
+    runs = {(p, c, v): [] for p in paths for c in cells for v in variants}
+    for r in range(args.rounds):
+        for c in cells:
+            for p in paths:
+                for v in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+                    row = run_point(args, p, c, variants[v], model_path, packages[p], v)
+                    runs[(p, c, v)].append(row)
+                    print(f"round {r + 1} {p:10} {row['atoms']:5} atoms {v:9} "
+                          f"{row['us_per_atom'] / 1e3:7.3f} ms/atom {row['faults']:8.0f} faults/call", flush=True)
+    return runs
+
+
+def _policy_env(policy: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in USER_KNOBS}
+    env.update(POLICIES[policy])
+    return env
 
 
 def markdown(result: dict) -> str:
@@ -98,15 +117,7 @@ def main(argv=None) -> int:
     header = run_header("bench_allocator.py", argv, args.threads)
     model_path = make_model(args.system, args.precision, args.cache)
     packages = {p: make_package(model_path, "cpu", args.cache) if p == "graph-pt2" else None for p in paths}
-    runs = {(p, c, pol): [] for p in paths for c in cells for pol in POLICIES}
-    for r in range(args.rounds):
-        for c in cells:
-            for p in paths:
-                for pol in (list(POLICIES) if r % 2 == 0 else list(POLICIES)[::-1]):
-                    row = run_point(args, p, c, pol, model_path, packages[p])
-                    runs[(p, c, pol)].append(row)
-                    print(f"round {r + 1} {p:10} {row['atoms']:5} atoms {pol:9} "
-                          f"{row['us_per_atom'] / 1e3:7.3f} ms/atom {row['faults']:8.0f} faults/call", flush=True)
+    runs = paired_rounds(args, {pol: _policy_env(pol) for pol in POLICIES}, paths, cells, model_path, packages)
     rows = []
     for p in paths:
         for c in cells:

@@ -323,7 +323,12 @@ def child(args) -> dict:
                 us_per_atom=1e6 * seconds / n, peak_mib=peak.bytes / 2**20, peak_kib_per_atom=peak.bytes / 1024 / n,
                 mflop_per_atom=flops / n / 1e6, gflops=flops / seconds / 1e9, energy=float(energy.detach()),
                 force_max=float(force.abs().max()), package=os.path.dirname(graphdesc.__file__),
-                torch=torch.__version__, device=_device_name(device))
+                torch=torch.__version__, device=_device_name(device), mkl=_mkl_policy(graphdesc))
+
+
+def _mkl_policy(graphdesc) -> str:
+    """Which kernels MKL runs in this process (graphdesc.mkl; "n/a" for a revision without it)."""
+    return graphdesc.mkl.policy() if hasattr(graphdesc, "mkl") else "n/a"
 
 
 def _device_name(device) -> str:
@@ -468,13 +473,15 @@ def path_key(path: str) -> tuple:
 def sweep(args) -> dict:
     import torch
 
+    import graphdesc  # (imported before torch by _timing: the large-matmul rate under the children's MKL kernels)
+
     os.makedirs(args.cache, exist_ok=True)
     force_dir = os.path.join(args.cache, "forces")
     os.makedirs(force_dir, exist_ok=True)
     meta = dict(date=datetime.date.today().isoformat(), torch=torch.__version__, device=args.device,
                 device_name=_device_name(torch.device(args.device)), threads=args.threads,
                 python=platform.python_version(), machine=platform.machine(), gemm_gflops={},
-                deepmd=_version("deepmd-kit"), command=" ".join(sys.argv))
+                deepmd=_version("deepmd-kit"), command=" ".join(sys.argv), mkl=_mkl_policy(graphdesc))
     rows, skipped = [], []
     if args.into:  # (re)run some paths into an earlier result: its other rows stay, its matmul rates are kept
         with open(args.into) as f:
@@ -678,7 +685,8 @@ def markdown(result: dict) -> str:
     meta = result["meta"]
     lines = [f"DPA1 energy+force, {meta['device_name']} ({meta['device']}, {meta['threads']} threads), "
              f"torch {meta['torch']}, DeePMD-kit {meta['deepmd']}, {meta['date']}. "
-             f"Large-matmul rate: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in meta["gemm_gflops"].items()) + ".",
+             f"Large-matmul rate: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in meta["gemm_gflops"].items()) + "."
+             + (f" MKL: {meta['mkl']}." if meta.get("mkl") else ""),
              *(["", f"Note: {meta['note']}."] if meta.get("note") else []),
              "", summary(result), *padding_table(result), *floor_table(result), "All measurements:", "",
              "| system | precision | atoms | neighbors (mean/max) | path | µs/atom | peak MiB/atom | GFLOP/s "

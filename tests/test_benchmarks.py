@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -280,6 +281,28 @@ def test_allocator_benchmark_quick_run(tmp_path):
     assert row["atoms"] == 32 and row["graphdesc_ms"] > 0 and row["glibc_ms"] > 0
     assert row["glibc_faults"] > row["graphdesc_faults"], row
     assert "| graph | 32 |" in (tmp_path / "allocator.md").read_text()
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
+                    reason="MKL's CPU check is answered on x86-64 Linux only")
+def test_mkl_benchmark_quick_run(tmp_path):
+    """bench_mkl on 32 atoms, one round: each setting's children run the kernels they are named for (the products'
+    and the energy+force children say so), and both tables are written."""
+    out = tmp_path / "mkl.json"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_mkl.py"), "--cells", "2",
+                          "--paths", "graph", "--rounds", "1", "--repeats", "2", "--budget", "0",
+                          "--cache", str(tmp_path / "cache"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    said = [result["kernels"]["intel"][0]["mkl"], row["runs"]["intel"][0]["mkl"],
+            result["kernels"]["mkl"][0]["mkl"], row["runs"]["mkl"][0]["mkl"]]
+    assert [s.startswith("MKL's Intel kernels") for s in said] == [True, True, False, False], said
+    assert row["atoms"] == 32 and row["intel_ms"] > 0 and row["mkl_ms"] > 0
+    assert all(k["intel"] > 0 and k["mkl"] > 0 for k in result["products"].values())
+    md = (tmp_path / "mkl.md").read_text()
+    assert "| graph | 32 |" in md and "| mm 2048^3 |" in md
 
 
 def test_attention_node_benchmark_quick_run(tmp_path):

@@ -149,7 +149,8 @@ RENDERED = {"dpa1_cpu": "bench_dpa1", "pt2_cpu": "bench_dpa1", "dpa1_uneven": "b
             "profile_dpa1_embed": "profile_dpa1", "allocator": "bench_allocator", "dpa1_node": "bench_dpa1",
             "profile_dpa1_node": "profile_dpa1",
             "profile_dpa1_1269b57": "profile_dpa1", "attention_node": "bench_attention_node",
-            "allocator_pt2": "bench_allocator", "lammps_blas": "bench_lammps"}
+            "allocator_pt2": "bench_allocator", "lammps_blas": "bench_lammps", "mkl": "bench_mkl",
+            "dpa1_mkl": "bench_dpa1"}
 
 
 def _blocks(text: str):

@@ -1,0 +1,155 @@
+"""MKL's Intel kernels against MKL's own choice on this CPU: matrix products and energy+force, side by side.
+
+On a CPU that is not Intel's, MKL runs slower kernels unless graphdesc answers its CPU check
+(:mod:`graphdesc.mkl`). Each point runs in a fresh process under each setting (``GRAPHDESC_MKL_INTEL=1``:
+MKL's Intel kernels; ``=0``: MKL's own choice), back to back, the order alternating from round to round.
+Two tables: the rate of the matrix products of a DPA1 call (the batched ``(52, 78, 78) @ (52, 78, 128)``
+of the attention, a ``(4056, 100) @ (100, 128)`` projection, and the 2048^3 product behind the floor
+of ``bench_dpa1.py``), and the energy+force time per atom of each path (``bench_dpa1.py``'s child), with the
+median of the rounds' paired ratios::
+
+    python benchmarks/bench_mkl.py                              # Cu fp64, 32-864 atoms, graph and deepmd
+    python benchmarks/bench_mkl.py --precision float32 --cells 2,4 --rounds 5
+    python benchmarks/bench_mkl.py --report benchmarks/results/mkl.json   # re-render the .md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from _timing import parse_cells, rerender, run_header, save_results  # noqa: E402
+from bench_allocator import PATHS, paired_rounds  # noqa: E402
+
+from graphdesc.mkl import KNOB  # noqa: E402
+
+#: setting -> the variable of the child's environment
+SETTINGS = {"intel": "1", "mkl": "0"}
+#: the products timed: name -> (batch or None, m, k, n)
+PRODUCTS = {"bmm (52,78,78)@(52,78,128)": (52, 78, 78, 128), "mm (4056,100)@(100,128)": (None, 4056, 100, 128),
+            "mm 2048^3": (None, 2048, 2048, 2048)}
+
+
+def kernels_child(precision: str, threads: int) -> dict:
+    """GFLOP/s of each of :data:`PRODUCTS` in this process (median of 30 calls, 5 for the large one)."""
+    import graphdesc  # noqa: F401  (before torch: it sets MKL's kernels as the environment says)
+    import torch
+
+    from _timing import median_time
+
+    torch.set_num_threads(threads)
+    dtype, rates = getattr(torch, precision), {}
+    for name, (b, m, k, n) in PRODUCTS.items():
+        lead = (b,) if b else ()
+        x, y = torch.randn(*lead, m, k, dtype=dtype), torch.randn(*lead, k, n, dtype=dtype)
+        seconds = median_time(lambda: x @ y, repeats=5 if m >= 2048 else 30)
+        rates[name] = 2 * (b or 1) * m * k * n / seconds / 1e9
+    return dict(rates=rates, mkl=graphdesc.mkl.policy())
+
+
+def _env(setting: str) -> dict:
+    return {**os.environ, KNOB: SETTINGS[setting]}
+
+
+def kernel_rounds(args) -> dict:
+    """``{setting: [rates per round]}`` of :func:`kernels_child`, alternating as :func:`paired_rounds` does."""
+    runs = {s: [] for s in SETTINGS}
+    for r in range(args.rounds):
+        for s in (list(SETTINGS) if r % 2 == 0 else list(SETTINGS)[::-1]):
+            cmd = [sys.executable, __file__, "--kernels-child", "--precision", args.precision,
+                   "--threads", str(args.threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(s))
+            if proc.returncode != 0:
+                raise SystemExit(f"products under {s}: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+            runs[s].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(f"round {r + 1} products {s:6} " + ", ".join(f"{k} {v:.1f}" for k, v in runs[s][-1]["rates"].items()),
+                  flush=True)
+    return runs
+
+
+def markdown(result: dict) -> str:
+    lines = [f"`{result['command']}`, {result['system']} {result['precision']}, {result['threads']} threads, "
+             f"torch {result['torch']}, {result['cpu']}, {result['date']} at {result['code']}, load {result['load']} "
+             f"at the start, {result['rounds']} rounds (medians over rounds). `intel`: {KNOB}=1, "
+             f"\"{result['said']['intel']}\"; `mkl`: {KNOB}=0, \"{result['said']['mkl']}\".", "",
+             "| product | intel GFLOP/s | mkl GFLOP/s | intel / mkl rate |", "|---|---:|---:|---:|"]
+    for name, k in result["products"].items():
+        lines.append(f"| {name} | {k['intel']:.1f} | {k['mkl']:.1f} | {k['ratio']:.2f}x |")
+    lines += ["", "| path | atoms | intel ms/atom | mkl ms/atom | mkl / intel time |", "|---|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['path']} | {r['atoms']} | {r['intel_ms']:.3f} | {r['mkl_ms']:.3f} | {r['ratio']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu() -> str:
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", default="cu")
+    parser.add_argument("--precision", default="float64", choices=("float64", "float32"))
+    parser.add_argument("--cells", default="2,3,4,6", help="comma list of cells per side (cu: 2 -> 32 atoms)")
+    parser.add_argument("--paths", default="graph,deepmd", help="comma list of: " + ", ".join(PATHS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=3.0)
+    parser.add_argument("--cache", default=os.path.join(HERE, ".cache"))
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "mkl.json"))
+    parser.add_argument("--report", metavar="JSON", help="only re-render the .md of an earlier run")
+    parser.add_argument("--kernels-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.kernels_child:
+        print(json.dumps(kernels_child(args.precision, args.threads)))
+        return 0
+    if args.report:
+        rerender(args.report, markdown)
+        return 0
+    from bench_dpa1 import SYSTEMS, make_model, make_package
+
+    cells = parse_cells(parser, args.cells)
+    paths = [p.strip() for p in args.paths.split(",")]
+    bad = [p for p in paths if p not in PATHS]
+    if bad:
+        parser.error(f"--paths: unknown {bad}; choose from {', '.join(PATHS)}")
+    if args.system not in SYSTEMS:
+        parser.error(f"--system: unknown {args.system!r}")
+    os.makedirs(args.cache, exist_ok=True)
+    header = run_header("bench_mkl.py", argv, args.threads)
+    kernels = kernel_rounds(args)
+    products = {}
+    for name in PRODUCTS:
+        med = {s: statistics.median(k["rates"][name] for k in kernels[s]) for s in SETTINGS}
+        ratio = statistics.median(a["rates"][name] / b["rates"][name] for a, b in zip(kernels["intel"], kernels["mkl"]))
+        products[name] = dict(med, ratio=ratio)
+    model_path = make_model(args.system, args.precision, args.cache)
+    packages = {p: make_package(model_path, "cpu", args.cache) if p == "graph-pt2" else None for p in paths}
+    runs = paired_rounds(args, {s: _env(s) for s in SETTINGS}, paths, cells, model_path, packages)
+    rows = []
+    for p in paths:
+        for c in cells:
+            fast, slow = runs[(p, c, "intel")], runs[(p, c, "mkl")]
+            rows.append(dict(path=p, atoms=fast[0]["atoms"],
+                             intel_ms=statistics.median(x["us_per_atom"] for x in fast) / 1e3,
+                             mkl_ms=statistics.median(x["us_per_atom"] for x in slow) / 1e3,
+                             ratio=statistics.median(b["us_per_atom"] / a["us_per_atom"] for a, b in zip(fast, slow)),
+                             runs={"intel": fast, "mkl": slow}))
+    said = {s: kernels[s][0]["mkl"] for s in SETTINGS}
+    result = dict(header, system=args.system, precision=args.precision, rounds=args.rounds, cpu=_cpu(), said=said,
+                  products=products, kernels=kernels, rows=rows)
+    print("\n" + markdown(result))
+    save_results(result, args.out, markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
