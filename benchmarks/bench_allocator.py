@@ -87,23 +87,25 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def ab_options(parser, out_name: str) -> None:
+    """The options of an A/B benchmark over ``bench_dpa1.py``'s children: system, precision, sizes, paths,
+    rounds, threads, timing, cache, ``--out`` (default ``results/OUT_NAME``) and ``--report``."""
     parser.add_argument("--system", default="cu")
     parser.add_argument("--precision", default="float64", choices=("float64", "float32"))
     parser.add_argument("--cells", default="2,3,4,6", help="comma list of cells per side (cu: 2 -> 32 atoms)")
-    parser.add_argument("--paths", default="graph,deepmd")
+    parser.add_argument("--paths", default="graph,deepmd", help="comma list of: " + ", ".join(PATHS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget", type=float, default=3.0)
     parser.add_argument("--cache", default=os.path.join(HERE, ".cache"))
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "allocator.json"))
+    parser.add_argument("--out", default=os.path.join(HERE, "results", out_name))
     parser.add_argument("--report", metavar="JSON", help="only re-render the .md of an earlier run")
-    args = parser.parse_args(argv)
-    if args.report:
-        rerender(args.report, markdown)
-        return 0
+
+
+def ab_points(parser, args) -> tuple:
+    """Check :func:`ab_options`' choices; ``(cells, paths, model_path, {path: package or None})``, the model (and
+    any ``.pt2`` package) made or found in the cache."""
     from bench_dpa1 import SYSTEMS, make_model, make_package
 
     cells = parse_cells(parser, args.cells)
@@ -114,9 +116,20 @@ def main(argv=None) -> int:
     if args.system not in SYSTEMS:
         parser.error(f"--system: unknown {args.system!r}")
     os.makedirs(args.cache, exist_ok=True)
-    header = run_header("bench_allocator.py", argv, args.threads)
     model_path = make_model(args.system, args.precision, args.cache)
-    packages = {p: make_package(model_path, "cpu", args.cache) if p == "graph-pt2" else None for p in paths}
+    return cells, paths, model_path, {p: make_package(model_path, "cpu", args.cache) if p == "graph-pt2" else None
+                                      for p in paths}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ab_options(parser, "allocator.json")
+    args = parser.parse_args(argv)
+    if args.report:
+        rerender(args.report, markdown)
+        return 0
+    header = run_header("bench_allocator.py", argv, args.threads)
+    cells, paths, model_path, packages = ab_points(parser, args)
     runs = paired_rounds(args, {pol: _policy_env(pol) for pol in POLICIES}, paths, cells, model_path, packages)
     rows = []
     for p in paths:

@@ -25,8 +25,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _timing import parse_cells, rerender, run_header, save_results  # noqa: E402
-from bench_allocator import PATHS, paired_rounds  # noqa: E402
+from _timing import rerender, run_header, save_results  # noqa: E402
+from bench_allocator import ab_options, ab_points, paired_rounds  # noqa: E402
 
 from graphdesc.mkl import KNOB  # noqa: E402
 
@@ -95,17 +95,7 @@ def _cpu() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--system", default="cu")
-    parser.add_argument("--precision", default="float64", choices=("float64", "float32"))
-    parser.add_argument("--cells", default="2,3,4,6", help="comma list of cells per side (cu: 2 -> 32 atoms)")
-    parser.add_argument("--paths", default="graph,deepmd", help="comma list of: " + ", ".join(PATHS))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--budget", type=float, default=3.0)
-    parser.add_argument("--cache", default=os.path.join(HERE, ".cache"))
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "mkl.json"))
-    parser.add_argument("--report", metavar="JSON", help="only re-render the .md of an earlier run")
+    ab_options(parser, "mkl.json")
     parser.add_argument("--kernels-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.kernels_child:
@@ -114,25 +104,14 @@ def main(argv=None) -> int:
     if args.report:
         rerender(args.report, markdown)
         return 0
-    from bench_dpa1 import SYSTEMS, make_model, make_package
-
-    cells = parse_cells(parser, args.cells)
-    paths = [p.strip() for p in args.paths.split(",")]
-    bad = [p for p in paths if p not in PATHS]
-    if bad:
-        parser.error(f"--paths: unknown {bad}; choose from {', '.join(PATHS)}")
-    if args.system not in SYSTEMS:
-        parser.error(f"--system: unknown {args.system!r}")
-    os.makedirs(args.cache, exist_ok=True)
     header = run_header("bench_mkl.py", argv, args.threads)
+    cells, paths, model_path, packages = ab_points(parser, args)
     kernels = kernel_rounds(args)
     products = {}
     for name in PRODUCTS:
         med = {s: statistics.median(k["rates"][name] for k in kernels[s]) for s in SETTINGS}
         ratio = statistics.median(a["rates"][name] / b["rates"][name] for a, b in zip(kernels["intel"], kernels["mkl"]))
         products[name] = dict(med, ratio=ratio)
-    model_path = make_model(args.system, args.precision, args.cache)
-    packages = {p: make_package(model_path, "cpu", args.cache) if p == "graph-pt2" else None for p in paths}
     runs = paired_rounds(args, {s: _env(s) for s in SETTINGS}, paths, cells, model_path, packages)
     rows = []
     for p in paths:

@@ -24,10 +24,10 @@ import os
 import platform
 import sys
 
-import numpy as np
-import torch
+from _timing import median_time, rerender, save_results  # first: graphdesc before torch
 
-from _timing import median_time, rerender, save_results
+import numpy as np
+import torch  # noqa: I001
 
 from graphdesc.examples import ragged_segments
 from graphdesc.pairs import center_edge_pairs

@@ -49,8 +49,9 @@ from _timing import rerender, save_results  # noqa: E402
 
 from graphdesc.threads import USER_KNOBS  # noqa: E402  (sets nothing for the children: run_path chooses)
 
-#: ``+SUFFIX`` of a path -> the OpenMP environment of its child
-POLICIES = {"": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+#: ``+SUFFIX`` of a path -> the OpenMP environment of its child. No suffix: libgomp's default spin count, set
+#: explicitly, since the children import graphdesc before torch (benchmarks/_timing), which would set its own.
+POLICIES = {"": {"GOMP_SPINCOUNT": "300000"}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
             **{f"spin{n}": {"GOMP_SPINCOUNT": str(n)} for n in (0, 1000, 10000, 100000, 1000000)}}
 NAMES = ("graph", "graph-pt2", "deepmd", "train")
 LEVELS = {"none": (), "light": (1,), "medium": (2,), "heavy": (2, 2)}  # threads of each competitor

@@ -30,9 +30,9 @@ import os
 import platform
 import statistics
 
-import torch
+from _timing import check_code, code_env, commit, rerender, save_results, worktree  # first: graphdesc before torch
 
-from _timing import check_code, code_env, commit, rerender, save_results, worktree
+import torch  # noqa: I001
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEAD = ("| mode | attention | first step (s) | median step (ms) | µs/atom | loss after the last step | "

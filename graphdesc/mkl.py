@@ -3,8 +3,8 @@
 torch's pip builds do their matrix products with Intel's MKL, linked into ``libtorch_cpu.so``. MKL asks one
 internal function, ``mkl_serv_intel_cpu_true``, whether the CPU is Intel's, and on any other CPU it runs
 slower kernels whatever the instruction set: on an AMD EPYC (Zen 4, AVX-512), float64 products of the shapes
-of a DPA1 call, ``(52, 78, 78) @ (52, 78, 128)`` and ``(4056, 100) @ (100, 128)``, ran at 50-67 and 73-79
-GFLOP/s against 103 and 101-106 with MKL's Intel kernels, and a 256-atom Cu energy+force call 1.3x slower
+of a DPA1 call, ``(52, 78, 78) @ (52, 78, 128)`` and ``(4056, 100) @ (100, 128)``, ran at 64-66 and 71-78
+GFLOP/s against 104-107 and 103-106 with MKL's Intel kernels, and a 256-atom Cu energy+force call 1.36x slower
 (``python benchmarks/bench_mkl.py``; docs, "Benchmarks: MKL's kernels on AMD CPUs").
 
 :func:`apply_policy` runs when ``graphdesc`` is imported. On an AMD x86-64 CPU under Linux, if torch is not
@@ -138,5 +138,5 @@ def preload() -> str:
         return ""
     try:
         return str(build())
-    except RuntimeError:
+    except (RuntimeError, OSError):  # no compiler, or an unwritable cache: lmp runs as it would without graphdesc
         return ""
