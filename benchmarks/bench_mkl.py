@@ -88,11 +88,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ab_options(parser, "mkl.json")
@@ -104,6 +99,9 @@ def main(argv=None) -> int:
     if args.report:
         rerender(args.report, markdown)
         return 0
+    import torch
+    from bench_dpa1 import _device_name
+
     header = run_header("bench_mkl.py", argv, args.threads)
     cells, paths, model_path, packages = ab_points(parser, args)
     kernels = kernel_rounds(args)
@@ -122,8 +120,8 @@ def main(argv=None) -> int:
                              mkl_ms=statistics.median(x["us_per_atom"] for x in slow) / 1e3,
                              ratio=statistics.median(b["us_per_atom"] / a["us_per_atom"] for a, b in zip(fast, slow)),
                              runs={"intel": fast, "mkl": slow}))
-    said = {s: kernels[s][0]["mkl"] for s in SETTINGS}
-    result = dict(header, system=args.system, precision=args.precision, rounds=args.rounds, cpu=_cpu(), said=said,
+    said, cpu = {s: kernels[s][0]["mkl"] for s in SETTINGS}, _device_name(torch.device("cpu"))
+    result = dict(header, system=args.system, precision=args.precision, rounds=args.rounds, cpu=cpu, said=said,
                   products=products, kernels=kernels, rows=rows)
     print("\n" + markdown(result))
     save_results(result, args.out, markdown)
