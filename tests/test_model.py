@@ -188,8 +188,15 @@ def test_ragged_batch_equals_frames_alone():
         start += n
 
 
-def test_masked_padding_never_matters():
-    """Masked edges holding nan/inf and pointing anywhere change no output and no gradient."""
+@pytest.mark.parametrize("create_graph", [True, False], ids=["formula", "first_order_nodes"])
+def test_masked_padding_never_matters(monkeypatch, create_graph):
+    """Masked edges holding nan/inf and pointing anywhere change no output and no gradient: through the plain
+    formula (``create_graph``, as a force loss) and through eval's first-order path, where the hand-written
+    autograd node of the folded attention core runs (checked by counting its calls)."""
+    import graphdesc._backend as B
+
+    nodes, folded = [], B.folded_attention
+    monkeypatch.setattr(B, "folded_attention", lambda *a: nodes.append(a) or folded(*a))
     config = energy_config()
     model = EnergyModel(config, make_model_params(config, 3))
     graph, atype, _ = make_system("triclinic", 2)
@@ -202,10 +209,22 @@ def test_masked_padding_never_matters():
     mask = torch.cat([g.edge_mask, torch.zeros(pad, dtype=torch.bool)])
     padded = g.replace(edge_index=ei, edge_vec=vec, edge_mask=mask)
     a = tb.asarray(atype)
-    ref = model(g, a, create_graph=True)
-    got = model(padded, a, create_graph=True)
-    for key in ref:
-        np.testing.assert_allclose(to_numpy(got[key]), to_numpy(ref[key]), rtol=0, atol=TOL)
+    ref = model(g, a, create_graph=create_graph)
+    got = model(padded, a, create_graph=create_graph)
+    static = to_static(g, config.descriptor.sel)
+    assert int(torch.bincount(g.dst, minlength=n).max()) < config.descriptor.sel  # every center has empty slots
+    poisoned = static.edge_vec.clone()
+    empty = torch.nonzero(~static.edge_mask)[:, 0]
+    poisoned[empty[0::3]], poisoned[empty[1::3]], poisoned[empty[2::3]] = np.nan, np.inf, -1e300
+    compact_nodes = len(nodes)
+    got_static = model(static.replace(edge_vec=poisoned), a, create_graph=create_graph, static=True)
+    assert bool(compact_nodes) != create_graph and (len(nodes) > compact_nodes) != create_graph
+    for out in (got, got_static):
+        for key in ref:
+            assert torch.isfinite(out[key]).all(), key
+            np.testing.assert_allclose(to_numpy(out[key]), to_numpy(ref[key]), rtol=0, atol=TOL, err_msg=key)
+    if not create_graph:
+        return
     # second order: a force loss differentiates to the same, finite parameter gradients
     gr = torch.autograd.grad((ref["force"] ** 2).sum(), list(model.parameters()), allow_unused=True)
     gp = torch.autograd.grad((got["force"] ** 2).sum(), list(model.parameters()), allow_unused=True)
