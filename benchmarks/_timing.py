@@ -114,9 +114,10 @@ def parse_cells(parser, text: str) -> list:
 
 def command_line(script: str, argv=None) -> str:
     """The command that ran: ``python benchmarks/SCRIPT`` and its arguments (``argv``, default the process's)."""
+    import shlex
     import sys
 
-    return " ".join([f"python benchmarks/{script}", *(sys.argv[1:] if argv is None else argv)])
+    return " ".join([f"python benchmarks/{script}", shlex.join(sys.argv[1:] if argv is None else argv)]).rstrip()
 
 
 def git_head() -> str:

@@ -109,7 +109,7 @@ def ab_points(parser, args) -> tuple:
     from bench_dpa1 import SYSTEMS, make_model, make_package
 
     cells = parse_cells(parser, args.cells)
-    paths = [p.strip() for p in args.paths.split(",")]
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]  # "" for none
     bad = [p for p in paths if p not in PATHS]
     if bad:
         parser.error(f"--paths: unknown {bad}; choose from {', '.join(PATHS)}")

@@ -6,21 +6,27 @@ MKL's Intel kernels; ``=0``: MKL's own choice), back to back, the order alternat
 Two tables: the rate of the matrix products of a DPA1 call (the batched ``(52, 78, 78) @ (52, 78, 128)``
 of the attention, a ``(4056, 100) @ (100, 128)`` projection, and the 2048^3 product behind the floor
 of ``bench_dpa1.py``), and the energy+force time per atom of each path (``bench_dpa1.py``'s child), with the
-median of the rounds' paired ratios::
+median of the rounds' paired ratios; with ``--lammps``, a third: LAMMPS MD steps on ``bench_dpa1``'s ``.pt2``
+package (``pair_style graphdesc``, ``bench_lammps.py``'s run, MPI ranks of one thread), started as
+``graphdesc.lammps.lmp_command()`` starts it under each setting, its log saying which kernels MKL runs::
 
     python benchmarks/bench_mkl.py                              # Cu fp64, 32-864 atoms, graph and deepmd
     python benchmarks/bench_mkl.py --precision float32 --cells 2,4 --rounds 5
+    python benchmarks/bench_mkl.py --paths "" --lammps 4,6 --out benchmarks/results/mkl_lammps.json
     python benchmarks/bench_mkl.py --report benchmarks/results/mkl.json   # re-render the .md
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -74,6 +80,41 @@ def kernel_rounds(args) -> dict:
     return runs
 
 
+@contextlib.contextmanager
+def _setting(setting: str):
+    """``os.environ`` under ``setting`` within (``lmp_command()`` reads it, and ``lmp`` inherits it)."""
+    before = os.environ.get(KNOB)
+    os.environ[KNOB] = SETTINGS[setting]
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[KNOB]
+        else:
+            os.environ[KNOB] = before
+
+
+def lammps_rounds(args, cells: list, package: str) -> dict:
+    """``{cells: {setting: [{atoms, ms, said}] per round}}``: ms per LAMMPS MD step under each setting, alternating
+    as :func:`paired_rounds` does; ``said``: the pair style's log line on MKL's kernels."""
+    from bench_dpa1 import system_positions
+    from bench_lammps import lammps_ms_per_step
+
+    runs = {c: {s: [] for s in SETTINGS} for c in cells}
+    for r in range(args.rounds):
+        for c in cells:
+            positions, cell = system_positions(args.system, c)
+            for s in (list(SETTINGS) if r % 2 == 0 else list(SETTINGS)[::-1]):
+                with tempfile.TemporaryDirectory() as folder, _setting(s):
+                    ms = lammps_ms_per_step(package, positions, cell, folder, args.lammps_ranks, args.lammps_steps)
+                    said = re.findall(r"MKL: (.*)", open(os.path.join(folder, "log.lammps")).read())
+                row = dict(atoms=len(positions), ms=ms, said=said[0].strip() if said else "no MKL line")
+                runs[c][s].append(row)
+                print(f"round {r + 1} lammps {row['atoms']:5} atoms {s:6} {ms:9.1f} ms/step  MKL: {row['said']}",
+                      flush=True)
+    return runs
+
+
 def markdown(result: dict) -> str:
     lines = [f"`{result['command']}`, {result['system']} {result['precision']}, {result['threads']} threads, "
              f"torch {result['torch']}, {result['cpu']}, {result['date']} at {result['code']}, load {result['load']} "
@@ -82,15 +123,25 @@ def markdown(result: dict) -> str:
              "| product | intel GFLOP/s | mkl GFLOP/s | intel / mkl rate |", "|---|---:|---:|---:|"]
     for name, k in result["products"].items():
         lines.append(f"| {name} | {k['intel']:.1f} | {k['mkl']:.1f} | {k['ratio']:.2f}x |")
-    lines += ["", "| path | atoms | intel ms/atom | mkl ms/atom | mkl / intel time |", "|---|---:|---:|---:|---:|"]
+    if result["rows"]:
+        lines += ["", "| path | atoms | intel ms/atom | mkl ms/atom | mkl / intel time |", "|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(f"| {r['path']} | {r['atoms']} | {r['intel_ms']:.3f} | {r['mkl_ms']:.3f} | {r['ratio']:.2f}x |")
+    if result.get("lammps"):
+        lines += ["", "| LAMMPS | atoms | steps | intel ms/step | mkl ms/step | mkl / intel time | log, intel "
+                      "| log, mkl |", "|---|---:|---:|---:|---:|---:|---|---|"]
+        for r in result["lammps"]:
+            lines.append(f"| {r['ranks']} MPI ranks | {r['atoms']} | {r['steps']} | {r['intel_ms']:.0f} | "
+                         f"{r['mkl_ms']:.0f} | {r['ratio']:.2f}x | {r['said']['intel']} | {r['said']['mkl']} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ab_options(parser, "mkl.json")
+    parser.add_argument("--lammps", default="", metavar="CELLS", help="also LAMMPS MD steps at these sizes (cu)")
+    parser.add_argument("--lammps-ranks", type=int, default=2)
+    parser.add_argument("--lammps-steps", type=int, default=5)
     parser.add_argument("--kernels-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.kernels_child:
@@ -104,6 +155,18 @@ def main(argv=None) -> int:
 
     header = run_header("bench_mkl.py", argv, args.threads)
     cells, paths, model_path, packages = ab_points(parser, args)
+    lammps_cells, package = [], None
+    if args.lammps:
+        from _timing import parse_cells
+        from bench_dpa1 import make_package
+
+        from graphdesc.lammps import build
+
+        if args.system != "cu":
+            parser.error("--lammps: the LAMMPS run is fcc Cu's (bench_lammps.py)")
+        lammps_cells = parse_cells(parser, args.lammps)
+        build(progress=print)
+        package = make_package(model_path, "cpu", args.cache)
     kernels = kernel_rounds(args)
     products = {}
     for name in PRODUCTS:
@@ -120,9 +183,16 @@ def main(argv=None) -> int:
                              mkl_ms=statistics.median(x["us_per_atom"] for x in slow) / 1e3,
                              ratio=statistics.median(b["us_per_atom"] / a["us_per_atom"] for a, b in zip(fast, slow)),
                              runs={"intel": fast, "mkl": slow}))
+    lammps = []
+    for c, by in (lammps_rounds(args, lammps_cells, package) if lammps_cells else {}).items():
+        lammps.append(dict(ranks=args.lammps_ranks, steps=args.lammps_steps, atoms=by["intel"][0]["atoms"],
+                           intel_ms=statistics.median(x["ms"] for x in by["intel"]),
+                           mkl_ms=statistics.median(x["ms"] for x in by["mkl"]),
+                           ratio=statistics.median(b["ms"] / a["ms"] for a, b in zip(by["intel"], by["mkl"])),
+                           said={s: by[s][0]["said"] for s in SETTINGS}, runs=by))
     said, cpu = {s: kernels[s][0]["mkl"] for s in SETTINGS}, _device_name(torch.device("cpu"))
     result = dict(header, system=args.system, precision=args.precision, rounds=args.rounds, cpu=cpu, said=said,
-                  products=products, kernels=kernels, rows=rows)
+                  products=products, kernels=kernels, rows=rows, lammps=lammps)
     print("\n" + markdown(result))
     save_results(result, args.out, markdown)
     return 0
