@@ -5,7 +5,9 @@
 
 Uses the same weights and structures as ``bench_dpa1.py`` (and its model cache). Prints a
 Markdown table, one column per size: each op group's share of the profiled self CPU time, and writes it
-with the raw seconds to ``--out`` (JSON, and the table as ``.md`` beside it).
+with the raw seconds to ``--out`` (JSON, and the table as ``.md`` beside it); then the per-call cost
+unprofiled, and the rate of the call's matrix products (the profiler's FLOP count over their self CPU
+time) against a 2048^3 product's in the same run.
 
     python benchmarks/profile_dpa1.py --report benchmarks/results/profile_dpa1.json   # re-render the .md
 """
@@ -34,6 +36,8 @@ GROUPS = {  # op name -> group; ops not listed are elementwise (aten::) or engin
               "lift_fresh", "result_type", "to", "contiguous"),
 }
 OP_GROUP = {f"aten::{op}": group for group, ops in GROUPS.items() for op in ops}
+#: the ops whose FLOPs the profiler counts in the matmul group (``aten::matmul`` dispatches to them)
+MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
 
 
 def group_of(name: str) -> str:
@@ -63,12 +67,14 @@ def profile_call(system: str, cells: int, precision: str, cache: str, calls: int
     atype = torch.zeros(len(positions), dtype=torch.int64)
     for _ in range(2):
         model(graph, atype)
-    with profile() as prof:
+    with profile(with_flops=True) as prof:
         for _ in range(calls):
             model(graph, atype)
-    seconds = collections.Counter()
+    seconds, matmul_flops = collections.Counter(), 0
     for event in prof.key_averages():
         seconds[group_of(event.key)] += event.self_cpu_time_total / 1e6 / calls
+        if event.key in MATMUL_OPS:
+            matmul_flops += event.flops / calls
     op_calls = sum(event.count for event in prof.key_averages()) / calls
 
     def build():
@@ -77,7 +83,7 @@ def profile_call(system: str, cells: int, precision: str, cache: str, calls: int
 
     tiny = EnergyModel(tiny_config(config)).to(dtype=dtype).eval()
     tiny.compute_stats([(graph, atype)])
-    return dict(atoms=len(positions), seconds=dict(seconds), op_calls=op_calls,
+    return dict(atoms=len(positions), seconds=dict(seconds), op_calls=op_calls, matmul_gflop=matmul_flops / 1e9,
                 build_ms=1e3 * median_time(build, 7), call_ms=1e3 * median_time(lambda: model(graph, atype), 7),
                 tiny_call_ms=1e3 * median_time(lambda: tiny(graph, atype), 7))
 
@@ -113,6 +119,18 @@ def markdown(result: dict) -> str:
                   "|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {c['atoms']} | {c['build_ms']:.1f} | {c['call_ms']:.1f} | {c['tiny_call_ms']:.1f} | "
                   f"{100 * c['tiny_call_ms'] / c['call_ms']:.0f} % | {c['op_calls']:.0f} |" for c in sized]
+    rated = [c for c in result["columns"] if "matmul_gflop" in c]
+    if rated and "gemm_gflops" in result:
+        rate = result["gemm_gflops"]
+        lines += ["", f"The matrix products inside the call: their FLOPs (the profiler's count of every mm, bmm and "
+                  f"addmm), their profiled self CPU time and the rate that makes, against a 2048^3 product's "
+                  f"{rate:.1f} GFLOP/s in the same run.", "",
+                  "| atoms | matmul GFLOP per call | matmul ms per call | GFLOP/s in the call "
+                  "| share of the 2048^3 rate |", "|---:|---:|---:|---:|---:|"]
+        for c in rated:
+            ms = 1e3 * c["seconds"].get("matmul (mm, bmm)", 0)
+            lines.append(f"| {c['atoms']} | {c['matmul_gflop']:.2f} | {ms:.0f} | {c['matmul_gflop'] / ms * 1e3:.1f} | "
+                         f"{100 * c['matmul_gflop'] / ms * 1e3 / rate:.0f} % |")
     return "\n".join(lines) + "\n"
 
 
@@ -125,8 +143,11 @@ def main(argv=None) -> int:
     if started is None:
         return 0
     args, cells = started
+    from bench_dpa1 import gemm_gflops
+
     result = dict(run_header("profile_dpa1.py", argv, args.threads), system=args.system, precision=args.precision,
-                  columns=[profile_call(args.system, c, args.precision, args.cache) for c in cells])
+                  columns=[profile_call(args.system, c, args.precision, args.cache) for c in cells],
+                  gemm_gflops=gemm_gflops(args.precision, "cpu", args.threads))
     print(markdown(result))
     save_results(result, args.out, markdown)
     return 0

@@ -156,6 +156,23 @@ def test_profile_splits_the_call_into_op_groups(tmp_path):
     assert 98 <= sum(share.values()) <= 102, share  # rounded to whole percents
     assert share["matmul (mm, bmm)"] > 20 and share["elementwise"] > 5, share
     assert (tmp_path / "profile.md").read_text() in proc.stdout  # the table written is the table printed
+    # the products' FLOPs the profiler counted: more than the forward's (a third of bench_dpa1's count of the
+    # energy+force call, one forward and two backward products per forward one) and less than that count: the
+    # force needs no weight gradients, and fcc Cu's uniform degree leaves the blocks no padding rows
+    import pickle
+
+    from graphdesc.graph import build_graph
+
+    bench = _bench()
+    result = json.loads((tmp_path / "profile.json").read_text())
+    (column,) = result["columns"]
+    with open(bench.make_model("cu", "float64", str(tmp_path)), "rb") as f:
+        config, _ = pickle.load(f)["graphdesc"]
+    positions, cell = bench.system_positions("cu", 2)
+    graph = build_graph(positions, bench.RCUT, cell=cell, pbc=True)
+    counted = bench.model_flops(config, np.bincount(graph.dst, minlength=len(positions)).tolist()) / 1e9
+    assert counted / 3 < column["matmul_gflop"] < counted, (column["matmul_gflop"], counted)
+    assert 0 < result["gemm_gflops"] and "| GFLOP/s in the call |" in proc.stdout
 
 
 def test_profile_rejects_bad_cells():
