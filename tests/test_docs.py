@@ -151,7 +151,7 @@ RENDERED = {"dpa1_cpu": "bench_dpa1", "pt2_cpu": "bench_dpa1", "dpa1_uneven": "b
             "profile_dpa1_1269b57": "profile_dpa1", "attention_node": "bench_attention_node",
             "allocator_pt2": "bench_allocator", "lammps_blas": "bench_lammps", "mkl": "bench_mkl",
             "dpa1_mkl": "bench_dpa1", "shared_cpu_mkl": "bench_shared_cpu", "profile_dpa1_mkl": "profile_dpa1",
-            "train_step_mkl": "bench_train_step", "mkl_pt2": "bench_mkl", "mkl_lammps": "bench_mkl", "profile_dpa1_rate": "profile_dpa1",
+            "train_step_mkl": "bench_train_step", "mkl_pt2": "bench_mkl", "mkl_lammps": "bench_mkl", "profile_dpa1_rate": "profile_dpa1", "profile_dpa1_rate_fp32": "profile_dpa1",
             "dpa1_mkl_diamond": "bench_dpa1"}
 
 
