@@ -58,12 +58,24 @@ def paired_rounds(args, variants: dict, paths: list, cells: list, model_path: st
     for r in range(args.rounds):
         for c in cells:
             for p in paths:
-                for v in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+                for v in alternating(variants, r):
                     row = run_point(args, p, c, variants[v], model_path, packages[p], v)
                     runs[(p, c, v)].append(row)
                     print(f"round {r + 1} {p:10} {row['atoms']:5} atoms {v:9} "
                           f"{row['us_per_atom'] / 1e3:7.3f} ms/atom {row['faults']:8.0f} faults/call", flush=True)
     return runs
+
+
+def alternating(names, r: int) -> list:
+    """``names`` in their order in even rounds ``r``, reversed in odd ones: A/B, then B/A."""
+    return list(names) if r % 2 == 0 else list(names)[::-1]
+
+
+def paired_medians(first: list, second: list, value) -> tuple:
+    """``(median first, median second, median of second / first per round)`` of ``value(row)`` over the rounds'
+    rows of two variants run back to back."""
+    med = [statistics.median(value(x) for x in rows) for rows in (first, second)]
+    return (*med, statistics.median(value(b) / value(a) for a, b in zip(first, second)))
 
 
 def _policy_env(policy: str) -> dict:
@@ -136,9 +148,8 @@ def main(argv=None) -> int:
         for c in cells:
             mine, theirs = runs[(p, c, "graphdesc")], runs[(p, c, "glibc")]
             med = lambda rs, key: statistics.median(x[key] for x in rs)  # noqa: E731
-            rows.append(dict(path=p, atoms=mine[0]["atoms"], graphdesc_ms=med(mine, "us_per_atom") / 1e3,
-                             glibc_ms=med(theirs, "us_per_atom") / 1e3,
-                             ratio=statistics.median(b["us_per_atom"] / a["us_per_atom"] for a, b in zip(mine, theirs)),
+            ours, glibc, ratio = paired_medians(mine, theirs, lambda x: x["us_per_atom"] / 1e3)
+            rows.append(dict(path=p, atoms=mine[0]["atoms"], graphdesc_ms=ours, glibc_ms=glibc, ratio=ratio,
                              graphdesc_faults=med(mine, "faults"), glibc_faults=med(theirs, "faults"),
                              graphdesc_rss=med(mine, "max_rss_mib"), glibc_rss=med(theirs, "max_rss_mib"),
                              runs={"graphdesc": mine, "glibc": theirs}))

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from _timing import rerender, run_header, save_results  # noqa: E402
-from bench_allocator import ab_options, ab_points, paired_rounds  # noqa: E402
+from bench_allocator import ab_options, ab_points, alternating, paired_medians, paired_rounds  # noqa: E402
 
 from graphdesc.mkl import KNOB  # noqa: E402
 
@@ -68,7 +67,7 @@ def kernel_rounds(args) -> dict:
     """``{setting: [rates per round]}`` of :func:`kernels_child`, alternating as :func:`paired_rounds` does."""
     runs = {s: [] for s in SETTINGS}
     for r in range(args.rounds):
-        for s in (list(SETTINGS) if r % 2 == 0 else list(SETTINGS)[::-1]):
+        for s in alternating(SETTINGS, r):
             cmd = [sys.executable, __file__, "--kernels-child", "--precision", args.precision,
                    "--threads", str(args.threads)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(s))
@@ -104,7 +103,7 @@ def lammps_rounds(args, cells: list, package: str) -> dict:
     for r in range(args.rounds):
         for c in cells:
             positions, cell = system_positions(args.system, c)
-            for s in (list(SETTINGS) if r % 2 == 0 else list(SETTINGS)[::-1]):
+            for s in alternating(SETTINGS, r):
                 with tempfile.TemporaryDirectory() as folder, _setting(s):
                     ms = lammps_ms_per_step(package, positions, cell, folder, args.lammps_ranks, args.lammps_steps)
                     said = re.findall(r"MKL: (.*)", open(os.path.join(folder, "log.lammps")).read())
@@ -170,26 +169,22 @@ def main(argv=None) -> int:
     kernels = kernel_rounds(args)
     products = {}
     for name in PRODUCTS:
-        med = {s: statistics.median(k["rates"][name] for k in kernels[s]) for s in SETTINGS}
-        ratio = statistics.median(a["rates"][name] / b["rates"][name] for a, b in zip(kernels["intel"], kernels["mkl"]))
-        products[name] = dict(med, ratio=ratio)
+        mkl, intel, ratio = paired_medians(kernels["mkl"], kernels["intel"], lambda k: k["rates"][name])
+        products[name] = dict(intel=intel, mkl=mkl, ratio=ratio)
     runs = paired_rounds(args, {s: _env(s) for s in SETTINGS}, paths, cells, model_path, packages)
     rows = []
     for p in paths:
         for c in cells:
             fast, slow = runs[(p, c, "intel")], runs[(p, c, "mkl")]
-            rows.append(dict(path=p, atoms=fast[0]["atoms"],
-                             intel_ms=statistics.median(x["us_per_atom"] for x in fast) / 1e3,
-                             mkl_ms=statistics.median(x["us_per_atom"] for x in slow) / 1e3,
-                             ratio=statistics.median(b["us_per_atom"] / a["us_per_atom"] for a, b in zip(fast, slow)),
+            intel, mkl, ratio = paired_medians(fast, slow, lambda x: x["us_per_atom"] / 1e3)
+            rows.append(dict(path=p, atoms=fast[0]["atoms"], intel_ms=intel, mkl_ms=mkl, ratio=ratio,
                              runs={"intel": fast, "mkl": slow}))
     lammps = []
     for c, by in (lammps_rounds(args, lammps_cells, package) if lammps_cells else {}).items():
+        intel, mkl, ratio = paired_medians(by["intel"], by["mkl"], lambda x: x["ms"])
         lammps.append(dict(ranks=args.lammps_ranks, steps=args.lammps_steps, atoms=by["intel"][0]["atoms"],
-                           intel_ms=statistics.median(x["ms"] for x in by["intel"]),
-                           mkl_ms=statistics.median(x["ms"] for x in by["mkl"]),
-                           ratio=statistics.median(b["ms"] / a["ms"] for a, b in zip(by["intel"], by["mkl"])),
-                           said={s: by[s][0]["said"] for s in SETTINGS}, runs=by))
+                           intel_ms=intel, mkl_ms=mkl, ratio=ratio, said={s: by[s][0]["said"] for s in SETTINGS},
+                           runs=by))
     said, cpu = {s: kernels[s][0]["mkl"] for s in SETTINGS}, _device_name(torch.device("cpu"))
     result = dict(header, system=args.system, precision=args.precision, rounds=args.rounds, cpu=cpu, said=said,
                   products=products, kernels=kernels, rows=rows, lammps=lammps)

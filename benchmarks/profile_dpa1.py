@@ -36,8 +36,8 @@ GROUPS = {  # op name -> group; ops not listed are elementwise (aten::) or engin
               "lift_fresh", "result_type", "to", "contiguous"),
 }
 OP_GROUP = {f"aten::{op}": group for group, ops in GROUPS.items() for op in ops}
-#: the ops whose FLOPs the profiler counts in the matmul group (``aten::matmul`` dispatches to them)
-MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
+#: the matmul group's ops whose FLOPs the profiler counts (``aten::matmul`` dispatches to the others)
+MATMUL_OPS = tuple(f"aten::{op}" for op in GROUPS["matmul (mm, bmm)"] if op != "matmul")
 
 
 def group_of(name: str) -> str:
